@@ -1,0 +1,26 @@
+export {
+  BUNDLE_FORMAT,
+  BUNDLE_FORMAT_VERSION,
+  BundleError,
+  GRAPH_NAMES,
+  MANIFEST_FILE,
+  TOKENIZER_FILES,
+  parseManifest,
+  readManifest,
+  referencedFiles,
+  sha256File,
+  verifyBundle,
+} from './bundle.js';
+export type {
+  BundleErrorCode,
+  BundleManifest,
+  GenerationDefaults,
+  GraphName,
+  GraphSpec,
+  ModelInfo,
+  PromptInfo,
+  TensorSpec,
+  TextEncoderInput,
+  TokenInfo,
+  Truncation,
+} from './bundle.js';
