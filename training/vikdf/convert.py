@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from .configuration import VIKDFConfig
-from .data import LLAMA2_CHAT_TEMPLATE, KNOWLEDGE_PLACEHOLDER, PromptSettings
-from .export import TokenIds, write_bundle
+from .data import LLAMA2_CHAT_TEMPLATE, KNOWLEDGE_PLACEHOLDER, PromptSettings, TokenSettings
+from .export import write_bundle
 from .iq_former import IQFormerConfig
 from .modeling import VIKDFModel
 
@@ -153,7 +153,7 @@ def convert(ckpt: str | Path, out_dir: str | Path, name: str | None = None, vari
     llm = model.config.llm_config()
     text_pad = _text_pad_id(text_tok, model.config.text_config().eos_token_id)
     eos = llm.eos_token_id if isinstance(llm.eos_token_id, int) else 2
-    tokens = TokenIds(
+    tokens = TokenSettings(
         llm_bos_token_id=llm.bos_token_id if llm.bos_token_id is not None else 1,
         llm_eos_token_id=eos,
         llm_pad_token_id=eos,  # the official scripts set pad := eos on the Llama tokenizer

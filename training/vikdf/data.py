@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -162,6 +162,17 @@ def dialogue_messages(turns: list[str]) -> list[dict]:
     if len(turns) % 2 == 0:
         turns = [""] + turns
     return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+
+@dataclass
+class TokenSettings:
+    """Special token ids of a model (the manifest's `tokens`)."""
+
+    llm_bos_token_id: int = 1
+    llm_eos_token_id: int = 2
+    llm_pad_token_id: int = 2  # official: pad := eos on the Llama tokenizer
+    text_pad_token_id: int = 49407
+    replace_generated: dict = field(default_factory=lambda: {"0": 2})
 
 
 @dataclass

@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .data import PromptSettings
+from .data import PromptSettings, TokenSettings
 from .decoder import empty_past, export_decoder
 from .modeling import VIKDFModel
 
@@ -34,15 +33,6 @@ OFFICIAL_GENERATION = {
     "early_stopping": False,
 }
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
-
-
-@dataclass
-class TokenIds:
-    llm_bos_token_id: int
-    llm_eos_token_id: int
-    llm_pad_token_id: int
-    text_pad_token_id: int
-    replace_generated: dict = field(default_factory=dict)
 
 
 class KnowledgeEncoder(nn.Module):
@@ -207,7 +197,7 @@ def write_bundle(
     llm_tokenizer: Path,
     out_dir: Path,
     settings: PromptSettings,
-    tokens: TokenIds,
+    tokens: TokenSettings,
     name: str,
     source: str = "export",
     generation: dict | None = None,

@@ -1,0 +1,106 @@
+"""`vikdf-train` (or `python -m vikdf`): the model factory's commands.
+
+  train CONFIG [--resume]            run a stage (pretrain or dialogue) described by a JSON run config
+  eval CHECKPOINT DATA               perplexity, BLEU-1/2, ROUGE-L, Distinct-1/2 on held-out dialogues
+  export CHECKPOINT OUT              write the ONNX bundle of one of our checkpoints
+  convert OFFICIAL_DIR OUT           write the ONNX bundle of an official VIKDF (ZRIGF-2) checkpoint
+  make-fixture OUT --golden FILE     the tiny random bundle and golden outputs for the TypeScript tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+
+def _variants(text: str | None) -> list[str]:
+    return [v for v in (text or "").split(",") if v]
+
+
+def cmd_train(args) -> None:
+    from .train import RunConfig, train
+
+    final = train(RunConfig.load(args.config), resume=args.resume)
+    print(f"final checkpoint: {final}")
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate_checkpoint
+
+    gen = json.loads(args.generation) if args.generation else None
+    result = evaluate_checkpoint(args.checkpoint, args.data, gen, args.max_examples, args.out)
+    print(json.dumps(result, indent=2))
+
+
+def cmd_export(args) -> None:
+    from .data import load_tokenizer  # noqa: F401  (fails early if tokenizers is broken)
+    from .export import write_bundle
+    from .train import load_checkpoint
+
+    ckpt = Path(args.checkpoint)
+    model, prompt, tokens = load_checkpoint(ckpt, pretraining=False)
+    manifest = write_bundle(model.eval(), ckpt / "text_tokenizer.json", ckpt / "llm_tokenizer.json", Path(args.out),
+                            prompt, tokens, args.name or ckpt.name, "export", variants=_variants(args.variants))
+    print(f"wrote {args.out} ({len(manifest['files'])} files)")
+
+
+def cmd_convert(args) -> None:
+    from .convert import convert
+
+    manifest = convert(args.checkpoint, args.out, args.name, _variants(args.variants))
+    print(f"wrote {args.out} ({len(manifest['files'])} files)")
+
+
+def cmd_make_fixture(args) -> None:
+    from .fixture import make_fixture
+
+    make_fixture(Path(args.out), Path(args.golden))
+    print(f"wrote {args.out} and {args.golden}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
+    parser = argparse.ArgumentParser(prog="vikdf-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="run a training stage from a JSON run config")
+    p.add_argument("config")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on held-out dialogues (JSONL)")
+    p.add_argument("checkpoint")
+    p.add_argument("data")
+    p.add_argument("--max-examples", type=int)
+    p.add_argument("--generation", help='JSON, default {"num_beams":3,"no_repeat_ngram_size":3,"max_new_tokens":32}')
+    p.add_argument("--out", help="directory for results_hyp.txt, results_ref.txt, all_results.json")
+    p.set_defaults(func=cmd_eval)
+
+    for name, func, what in (("export", cmd_export, "one of our checkpoints"), ("convert", cmd_convert, "an official VIKDF checkpoint")):
+        p = sub.add_parser(name, help=f"write the ONNX bundle of {what}")
+        p.add_argument("checkpoint")
+        p.add_argument("out")
+        p.add_argument("--name")
+        p.add_argument("--variants", help="comma-separated weight variants: fp16,int8")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("make-fixture", help="tiny random bundle + golden file for the TypeScript tests")
+    p.add_argument("out")
+    p.add_argument("--golden", required=True)
+    p.set_defaults(func=cmd_make_fixture)
+
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"vikdf-train {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
