@@ -160,7 +160,10 @@ def convert(ckpt: str | Path, out_dir: str | Path, name: str | None = None, vari
         text_pad_token_id=text_pad,
         replace_generated={"0": 2},  # official generate: id 0 (Llama's pad/unk) -> eos before decoding
     )
-    settings = PromptSettings(chat_template=LLAMA2_CHAT_TEMPLATE, knowledge_placeholder=KNOWLEDGE_PLACEHOLDER)
+    # Official limits: CLIP input min(128, 77) tokens (never more than the encoder's positions), prompt 128.
+    text_max = min(77, model.config.text_config().max_position_embeddings)
+    settings = PromptSettings(chat_template=LLAMA2_CHAT_TEMPLATE, knowledge_placeholder=KNOWLEDGE_PLACEHOLDER,
+                              text_max_length=text_max, prompt_max_length=128)
     return write_bundle(model, text_tok, llm_tok, Path(out_dir), settings, tokens, name or ckpt.name, "convert", variants=variants)
 
 

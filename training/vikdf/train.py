@@ -173,6 +173,13 @@ class PretrainCollator:
         self.bias = len(encode(llm_tok, I2T_PRETRAINING_PREFIX, None))
         self.torch_rng = torch.Generator().manual_seed(run.seed)
 
+    def state(self) -> dict:
+        return {"mask_rng": self.mask_gen.rng.get_state(), "mlm_rng": self.torch_rng.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.mask_gen.rng.set_state(state["mask_rng"])
+        self.torch_rng.set_state(state["mlm_rng"])
+
     def __call__(self, examples: list[dict]) -> dict:
         captions = [e["caption"].strip() if e["caption"].strip().endswith(".") else e["caption"].strip() + "." for e in examples]
         pad = self.tokens.llm_pad_token_id
@@ -219,6 +226,12 @@ class DialogueCollator:
             "labels": dialogue_labels(ids, lengths, pad, self.label_rule),
             "bias": biases.pop(),
         }
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
 
 
 def _special_tokens(tok) -> set[str]:
@@ -311,6 +324,7 @@ def train(run: RunConfig, resume: bool = False, log=print) -> Path:
 
     optimizer = make_optimizer(model, run)
     step = 0
+    order: list[int] = []  # example indices left in the current pass over the data
     last = out / "last"
     if resume and (last / "trainer.pt").is_file():
         model, _, _ = load_checkpoint(last, pretraining=run.stage == "pretrain")
@@ -318,17 +332,18 @@ def train(run: RunConfig, resume: bool = False, log=print) -> Path:
         optimizer = make_optimizer(model, run)
         state = torch.load(last / "trainer.pt", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, order = state["step"], state["order"]
         rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
+        collate.load_state(state["collate"])
         log(f"resumed from {last} at step {step}")
 
     def state():
-        return {"optimizer": optimizer.state_dict(), "step": step, "python_rng": rng.getstate(), "torch_rng": torch.get_rng_state()}
+        return {"optimizer": optimizer.state_dict(), "step": step, "order": list(order), "python_rng": rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "collate": collate.state()}
 
     model.train()
     metrics_log = open(out / "log.jsonl", "a")
-    order: list[int] = []
     bar = tqdm(total=total_steps, initial=step, desc=run.stage, dynamic_ncols=True)
     while step < total_steps:
         running: dict[str, float] = {}
@@ -340,7 +355,7 @@ def train(run: RunConfig, resume: bool = False, log=print) -> Path:
             out_ = _forward(model, collate([examples[i] for i in idx]))
             (out_.loss / run.grad_accum).backward()
             for name, value in {"loss": out_.loss, **out_.losses}.items():
-                running[name] = running.get(name, 0.0) + float(value) / run.grad_accum
+                running[name] = running.get(name, 0.0) + value.item() / run.grad_accum
         for group in optimizer.param_groups:
             group["lr"] = run.lr * lr_factor(step, run, total_steps)
         torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), run.grad_clip)
