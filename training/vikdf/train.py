@@ -60,6 +60,7 @@ class RunConfig:
     pretrained_text_encoder: str | None = None  # HF model directory whose weights the frozen encoder adopts
     pretrained_vision_encoder: str | None = None
     pretrained_llm: str | None = None
+    pretrained_qformer: str | None = None  # HF BERT directory: the IQ-Former adopts its self-attention (spec 2.2)
     train_data: str = ""  # JSONL: {"image", "caption"} (pretrain) or {"context": [...], "response"} (dialogue)
     eval_data: str | None = None
     prompt: dict = field(default_factory=dict)  # PromptSettings fields
@@ -93,7 +94,7 @@ class RunConfig:
             raise ValueError(f"{path}: unknown run config keys: {', '.join(unknown)}")
         base = Path(path).parent
         for key in ("out_dir", "init_from", "text_tokenizer", "llm_tokenizer", "train_data", "eval_data",
-                    "pretrained_text_encoder", "pretrained_vision_encoder", "pretrained_llm"):
+                    "pretrained_text_encoder", "pretrained_vision_encoder", "pretrained_llm", "pretrained_qformer"):
             if data.get(key):
                 data[key] = str((base / data[key]).resolve()) if not Path(data[key]).is_absolute() else data[key]
         return cls(**data)
@@ -298,7 +299,28 @@ def adopt_pretrained(model: VIKDFModel, run: RunConfig) -> None:
             missing, unexpected = module.load_state_dict(loaded.state_dict(), strict=False)
             if missing:
                 raise ValueError(f"{path}: pretrained {attr} lacks {', '.join(missing[:10])}")
+    if run.pretrained_qformer:
+        adopt_bert_into_iq_former(model, run.pretrained_qformer)
     model.freeze()
+
+
+def adopt_bert_into_iq_former(model: VIKDFModel, path: str) -> list[str]:
+    """As the official code initialises its Q-Former from bert-base-uncased: the embedding LayerNorm and every
+    layer's self-attention come from BERT; cross-attention and the query feed-forward stay random (BERT's own
+    feed-forward is dropped, unlike BLIP-2). Returns the IQ-Former keys that were loaded."""
+    from transformers import BertModel
+
+    bert = BertModel.from_pretrained(path, local_files_only=True).state_dict()
+    own = model.qformer.state_dict()
+    wanted = [k for k in own if k.startswith("embeddings.LayerNorm.") or ".attention." in k]
+    missing = [k for k in wanted if k not in bert]
+    if missing:
+        raise ValueError(f"{path}: BERT checkpoint lacks {', '.join(missing[:10])}")
+    wrong = [k for k in wanted if bert[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"{path}: BERT shapes differ from the IQ-Former's for {', '.join(wrong[:10])}")
+    model.qformer.load_state_dict({k: bert[k] for k in wanted}, strict=False)
+    return wanted
 
 
 def train(run: RunConfig, resume: bool = False, log=print) -> Path:
