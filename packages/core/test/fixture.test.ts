@@ -6,7 +6,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { verifyBundle, type Manifest } from '../src/index.js';
+import { verifyBundle, type BundleManifest as Manifest } from '../src/index.js';
 
 const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures');
 const bundleDir = path.join(fixtures, 'tiny-random');
