@@ -1,3 +1,3 @@
 import { createTsupConfig } from '../../tsup.config.js';
 
-export default createTsupConfig({ entry: ['src/index.ts'] });
+export default createTsupConfig({ entry: ['src/index.ts', 'src/cli.ts'] });

@@ -112,7 +112,13 @@ export type BundleErrorCode =
   /** A file's sha256 differs from the one in `files`. */
   | 'checksum_mismatch'
   /** A graph file, variant file or tokenizer is not listed in `files`. */
-  | 'unlisted_file';
+  | 'unlisted_file'
+  /** ONNX Runtime cannot load a graph file (corrupt or not ONNX). */
+  | 'corrupt_graph'
+  /** A graph's inputs or outputs differ from the manifest's declaration. */
+  | 'graph_mismatch'
+  /** A tokenizer file cannot be read or parsed. */
+  | 'bad_tokenizer';
 
 export class BundleError extends Error {
   override name = 'BundleError';

@@ -1,0 +1,452 @@
+/**
+ * The engine: loads a bundle and answers dialogue contexts, many at once.
+ *
+ * Requests wait in a queue; up to `concurrency` of them decode together. Each loop turn admits new requests
+ * (knowledge encoding and prefill, batched), then runs ONE decoder call for every active row (continuous
+ * batching: rows join and leave between steps), then hands each row's logits to its request's decoding
+ * strategy. Requests of one conversation key are answered in order.
+ */
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EventEmitter } from 'eventemitter3';
+import { TOKENIZER_FILES, verifyBundle, readManifest, type BundleManifest } from './bundle.js';
+import { StreamDecoder } from './detokenize.js';
+import { VikdfError } from './errors.js';
+import { BeamSearch } from './generation/beam.js';
+import { resolveOptions, type GenerationOptions, type ResolvedGenerationOptions } from './generation/options.js';
+import { Rng } from './generation/rng.js';
+import { TokenSelector } from './generation/sampler.js';
+import { StopChecker } from './generation/stopping.js';
+import { Generation, type FinishReason, type GenerationResult } from './generation-handle.js';
+import { Conversation, type ConversationOptions } from './conversation.js';
+import { KvCache } from './kv-cache.js';
+import { PromptFormatter, type DialogueInputs } from './prompt.js';
+import { BundleRuntime, type ProviderReport, type RuntimeOptions } from './runtime.js';
+import { BundleTokenizer } from './tokenizer.js';
+
+export interface EngineOptions extends RuntimeOptions {
+  /** Check every file's sha256 at load (default true). */
+  verify?: boolean;
+  /** Requests decoding at the same time (default 16). Beam search counts `numBeams` rows per request. */
+  concurrency?: number;
+  /** Requests allowed to wait (default 1024); more are refused with `queue_full`. */
+  maxQueue?: number;
+  /** Generation defaults over the manifest's. */
+  defaults?: GenerationOptions;
+  /** Upper bounds callers cannot exceed (e.g. a server's limits). */
+  limits?: { maxNewTokens?: number; numBeams?: number };
+}
+
+export interface GenerateRequest {
+  /** Dialogue turns, oldest first; the last one is the message to answer. */
+  context: string[];
+  options?: GenerationOptions;
+  signal?: AbortSignal;
+  /** Requests with the same key are answered one after the other, in submission order. */
+  orderKey?: string;
+  /** Persona or system text (see PromptFormatter). */
+  system?: string;
+}
+
+export interface EngineEvents {
+  /** A request failed; the others go on. */
+  requestError: [error: Error];
+}
+
+/** A bundle given as a package that carries one: `{ bundlePath }` or a module exporting it. */
+export type BundleSource = string | { bundlePath: string };
+
+interface Task {
+  id: number;
+  handle: Generation;
+  inputs: DialogueInputs;
+  options: ResolvedGenerationOptions;
+  orderKey: string | undefined;
+  queuedAt: number;
+  firstTokenAt?: number;
+  aborted: boolean;
+  failed: boolean;
+  // decoding state
+  rows: number;
+  generated: number[];
+  selector?: TokenSelector;
+  beam?: BeamSearch;
+  /** The tokens the beams continue with (fed at the next step). */
+  beamTokens: number[];
+  decoder: StreamDecoder;
+  stop: StopChecker;
+  emitted: string;
+  text: string;
+  finishReason?: FinishReason;
+  release: () => void;
+}
+
+export class Engine extends EventEmitter<EngineEvents> {
+  private readonly queue: Task[] = [];
+  private active: Task[] = [];
+  private cache: KvCache;
+  private nextId = 1;
+  private running: Promise<void> | undefined;
+  private closing = false;
+  private readonly busyKeys = new Set<string>();
+
+  private constructor(
+    readonly dir: string,
+    readonly manifest: BundleManifest,
+    readonly runtime: BundleRuntime,
+    readonly textTokenizer: BundleTokenizer,
+    readonly llmTokenizer: BundleTokenizer,
+    readonly formatter: PromptFormatter,
+    private readonly options: EngineOptions,
+  ) {
+    super();
+    this.cache = KvCache.empty(runtime.kvShape);
+  }
+
+  /** Loads a bundle directory (or a package object with `bundlePath`), verifying it unless told not to. */
+  static async load(source: BundleSource, options: EngineOptions = {}): Promise<Engine> {
+    const dir = path.resolve(typeof source === 'string' ? (source.startsWith('file:') ? fileURLToPath(source) : source) : source.bundlePath);
+    const manifest = options.verify === false ? await readManifest(dir) : await verifyBundle(dir);
+    const [textTokenizer, llmTokenizer] = await Promise.all([
+      BundleTokenizer.load(path.join(dir, TOKENIZER_FILES.text)),
+      BundleTokenizer.load(path.join(dir, TOKENIZER_FILES.llm)),
+    ]);
+    const runtime = await BundleRuntime.create(dir, manifest, options);
+    const formatter = new PromptFormatter(manifest, textTokenizer, llmTokenizer);
+    return new Engine(dir, manifest, runtime, textTokenizer, llmTokenizer, formatter, options);
+  }
+
+  /** Which execution provider runs, and why the ones before it were skipped. */
+  get provider(): ProviderReport {
+    return this.runtime.provider;
+  }
+
+  /** LLM tokens of a text (without special tokens). */
+  countTokens(text: string): number {
+    return this.llmTokenizer.countTokens(text, { addSpecialTokens: false });
+  }
+
+  /** Requests waiting and decoding. */
+  get load(): { queued: number; active: number; rows: number } {
+    return { queued: this.queue.length, active: this.active.length, rows: this.cache.rows };
+  }
+
+  /** A conversation with history, a context window and in-order answers. */
+  conversation(options: ConversationOptions = {}): Conversation {
+    return new Conversation(this, options);
+  }
+
+  generate(request: GenerateRequest): Generation {
+    let task: Task | undefined;
+    const handle = new Generation(() => {
+      if (task) task.aborted = true;
+      this.kick();
+    });
+    try {
+      if (this.closing) throw new VikdfError('engine_closed', 'the engine is shutting down');
+      if (this.queue.length >= (this.options.maxQueue ?? 1024)) {
+        throw new VikdfError('queue_full', `the request queue is full (${this.options.maxQueue ?? 1024} waiting)`);
+      }
+      const options = resolveOptions(this.manifest.generation, { ...this.options.defaults, ...request.options }, this.options.limits);
+      const inputs = this.formatter.format(request.context, request.system === undefined ? {} : { system: request.system });
+      const eos = this.manifest.tokens.llm_eos_token_id;
+      task = {
+        id: this.nextId++,
+        handle,
+        inputs,
+        options,
+        orderKey: request.orderKey,
+        queuedAt: performance.now(),
+        aborted: false,
+        failed: false,
+        rows: options.numBeams,
+        generated: [],
+        beamTokens: [],
+        decoder: new StreamDecoder(this.llmTokenizer),
+        stop: new StopChecker({ eosTokenId: eos, stopTokenIds: options.stopTokenIds, stopStrings: options.stopStrings }),
+        emitted: '',
+        text: '',
+        release: () => undefined,
+      };
+      if (request.signal) {
+        const signal = request.signal;
+        const onAbort = () => handle.abort();
+        if (signal.aborted) task.aborted = true;
+        else signal.addEventListener('abort', onAbort, { once: true });
+        task.release = () => signal.removeEventListener('abort', onAbort);
+      }
+      this.queue.push(task);
+      this.kick();
+    } catch (err) {
+      handle.fail(err instanceof Error ? err : new Error(String(err)));
+    }
+    return handle;
+  }
+
+  /**
+   * Stops taking requests. `finish` (default) lets queued and running requests complete; `cancel` aborts
+   * them (their results resolve with finishReason 'aborted'). Then releases the ONNX sessions.
+   */
+  async close(mode: 'finish' | 'cancel' = 'finish'): Promise<void> {
+    this.closing = true;
+    if (mode === 'cancel') for (const t of [...this.queue, ...this.active]) t.aborted = true;
+    this.kick();
+    await this.running;
+    await this.runtime.release();
+  }
+
+  // -- scheduling -------------------------------------------------------------------------------------
+  private kick(): void {
+    if (this.running) return;
+    this.running = this.loop().finally(() => {
+      this.running = undefined;
+      if (this.queue.length || this.active.length) this.kick();
+    });
+  }
+
+  private async loop(): Promise<void> {
+    while (this.queue.length || this.active.length) {
+      this.dropAborted();
+      await this.admit();
+      if (this.active.length) await this.step();
+      // Let new requests, aborts and I/O in between decoder calls.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private dropAborted(): void {
+    for (const t of this.queue.filter((t) => t.aborted)) {
+      this.queue.splice(this.queue.indexOf(t), 1);
+      this.complete(t, 'aborted');
+    }
+    const keep: number[] = [];
+    let row = 0;
+    const still: Task[] = [];
+    for (const t of this.active) {
+      if (t.aborted) this.complete(t, 'aborted');
+      else {
+        for (let i = 0; i < t.rows; i++) keep.push(row + i);
+        still.push(t);
+      }
+      row += t.rows;
+    }
+    if (still.length !== this.active.length) {
+      this.active = still;
+      this.cache = this.cache.select(keep);
+    }
+  }
+
+  /** Takes eligible queued requests while rows are free, and prefills them in one batch. */
+  private async admit(): Promise<void> {
+    const capacity = this.options.concurrency ?? 16;
+    let rows = this.cache.rows;
+    const admitted: Task[] = [];
+    for (const t of [...this.queue]) {
+      if (t.orderKey !== undefined && this.busyKeys.has(t.orderKey)) continue;
+      if (rows > 0 && rows + t.rows > capacity) break;
+      this.queue.splice(this.queue.indexOf(t), 1);
+      if (t.orderKey !== undefined) this.busyKeys.add(t.orderKey);
+      admitted.push(t);
+      rows += t.rows;
+      if (rows >= capacity) break;
+    }
+    if (!admitted.length) return;
+    try {
+      const prefill = await this.prefill(admitted.map((t) => t.inputs));
+      for (let i = 0; i < admitted.length; i++) {
+        const t = admitted[i]!;
+        const logits = prefill.logits[i]!;
+        let rowsCache = prefill.cache.select([i]);
+        if (t.options.numBeams > 1) {
+          rowsCache = rowsCache.select(Array.from({ length: t.options.numBeams }, () => 0));
+          t.beam = new BeamSearch({
+            numBeams: t.options.numBeams,
+            noRepeatNgramSize: t.options.noRepeatNgramSize,
+            lengthPenalty: t.options.lengthPenalty,
+            earlyStopping: t.options.earlyStopping,
+            repetitionPenalty: t.options.repetitionPenalty,
+            maxNewTokens: t.options.maxNewTokens,
+            eosTokenId: this.manifest.tokens.llm_eos_token_id,
+          });
+        } else {
+          t.selector = new TokenSelector(t.options, new Rng(t.options.seed));
+        }
+        this.active.push(t);
+        this.cache = this.cache.concat(rowsCache);
+        const rowLogits = Array.from({ length: t.rows }, () => logits);
+        this.consume(t, rowLogits);
+      }
+    } catch (err) {
+      for (const t of admitted) this.failTask(t, err);
+      return;
+    }
+    this.removeFinished();
+  }
+
+  private async prefill(inputs: DialogueInputs[]): Promise<{ logits: Float32Array[]; cache: KvCache }> {
+    const hidden = this.manifest.model.llm_hidden_size;
+    const knowledge = await this.runtime.encodeKnowledge(inputs.map((x) => x.textIds));
+    const rows: Float32Array[] = [];
+    for (let i = 0; i < inputs.length; i++) {
+      const x = inputs[i]!;
+      const emb = await this.runtime.embed(x.promptIds);
+      const k = knowledge[i]!;
+      const row = new Float32Array(emb.length + k.length);
+      row.set(emb.subarray(0, x.spliceAt * hidden), 0);
+      row.set(k, x.spliceAt * hidden);
+      row.set(emb.subarray(x.spliceAt * hidden), x.spliceAt * hidden + k.length);
+      rows.push(row);
+    }
+    const width = Math.max(...rows.map((r) => r.length / hidden));
+    const embeds = new Float32Array(rows.length * width * hidden);
+    const mask = new Uint8Array(rows.length * width);
+    rows.forEach((r, i) => {
+      const len = r.length / hidden;
+      // Left padding: the pad positions are masked, so their embeddings do not matter (zeros).
+      embeds.set(r, (i * width + (width - len)) * hidden);
+      mask.fill(1, i * width + (width - len), (i + 1) * width);
+    });
+    const past = KvCache.empty(this.runtime.kvShape, rows.length);
+    return this.runtime.decode(embeds, width, past, mask);
+  }
+
+  /** One decoder call for every active row. */
+  private async step(): Promise<void> {
+    const lastIds: number[] = [];
+    for (const t of this.active) {
+      if (t.beam) lastIds.push(...t.beamTokens);
+      else lastIds.push(t.generated[t.generated.length - 1]!);
+    }
+    let out: { logits: Float32Array[]; cache: KvCache };
+    try {
+      const embeds = await this.runtime.embed(lastIds);
+      out = await this.runtime.decode(embeds, 1, this.cache);
+    } catch (err) {
+      for (const t of this.active) this.failTask(t, err);
+      this.active = [];
+      this.cache = KvCache.empty(this.runtime.kvShape);
+      return;
+    }
+    this.cache = out.cache;
+    const order: number[] = [];
+    let row = 0;
+    for (const t of this.active) {
+      const rows = out.logits.slice(row, row + t.rows);
+      const parents = this.consume(t, rows);
+      // A task that just finished keeps its rows until removeFinished drops them.
+      const next = parents.length ? parents : Array.from({ length: t.rows }, (_, i) => i);
+      for (const p of next) order.push(row + p);
+      row += t.rows;
+    }
+    this.cache = this.cache.select(order);
+    this.removeFinished();
+  }
+
+  /**
+   * Feeds one step's logits rows to a task; returns, for each of its rows in the next step, which of its current
+   * rows it continues (beam search reorders; one row stays itself).
+   */
+  private consume(t: Task, rows: Float32Array[]): number[] {
+    if (t.finishReason) return [];
+    try {
+      t.firstTokenAt ??= performance.now();
+      if (t.beam) {
+        const { parents, tokens, done } = t.beam.step(rows);
+        t.beamTokens = tokens;
+        if (done || t.aborted) {
+          t.generated = t.beam.result();
+          const ids = this.replaced(t.generated);
+          const eos = this.manifest.tokens.llm_eos_token_id;
+          t.text = this.llmTokenizer.decode(ids, { skipSpecialTokens: true });
+          const cut = t.stop.checkText(t.text);
+          t.text = cut.text;
+          t.finishReason = cut.stop ? 'stop' : t.generated[t.generated.length - 1] === eos ? 'eos' : 'length';
+          t.handle.pushText(t.text, t.generated);
+          return [];
+        }
+        return parents;
+      }
+      // As Hugging Face generate with inputs_embeds (the official call): penalties see generated tokens only.
+      const id = t.selector!.select(rows[0]!, [], t.generated);
+      t.generated.push(id);
+      if (id === this.manifest.tokens.llm_eos_token_id) t.finishReason = 'eos';
+      else if (t.stop.checkToken(id)) t.finishReason = 'stop';
+      else t.text += t.decoder.push(this.replaced([id])[0]!);
+      if (!t.finishReason && t.generated.length >= t.options.maxNewTokens) t.finishReason = 'length';
+      if (t.finishReason) t.text += t.decoder.flush();
+      const cut = t.stop.checkText(t.text);
+      if (cut.stop) {
+        t.text = cut.text;
+        t.finishReason = 'stop';
+      }
+      // Emit what is safe: never the start of a possible stop string.
+      const safeEnd = t.finishReason ? t.text.length : t.text.length - t.stop.holdBack(t.text);
+      if (safeEnd > t.emitted.length) {
+        t.handle.pushText(t.text.slice(t.emitted.length, safeEnd), [id]);
+        t.emitted = t.text.slice(0, safeEnd);
+      }
+      return t.finishReason ? [] : [0];
+    } catch (err) {
+      this.failTask(t, err);
+      return [];
+    }
+  }
+
+  private replaced(ids: number[]): number[] {
+    const table = this.manifest.tokens.replace_generated;
+    return ids.map((id) => table[String(id)] ?? id);
+  }
+
+  private removeFinished(): void {
+    const keep: number[] = [];
+    let row = 0;
+    const still: Task[] = [];
+    for (const t of this.active) {
+      if (t.finishReason) this.complete(t, t.finishReason);
+      else {
+        for (let i = 0; i < t.rows; i++) keep.push(row + i);
+        still.push(t);
+      }
+      row += t.rows;
+    }
+    if (still.length !== this.active.length) {
+      this.active = still;
+      this.cache = this.cache.select(keep);
+    }
+  }
+
+  private complete(t: Task, reason: FinishReason): void {
+    if (t.failed) return;
+    t.release();
+    if (t.orderKey !== undefined) this.busyKeys.delete(t.orderKey);
+    if (reason === 'aborted' && !t.beam) {
+      t.text += t.decoder.flush();
+      try {
+        if (t.text.length > t.emitted.length) t.handle.pushText(t.text.slice(t.emitted.length), []);
+      } catch (err) {
+        this.failTask(t, err);
+        return;
+      }
+    }
+    const now = performance.now();
+    const result: GenerationResult = {
+      text: t.text,
+      tokenIds: this.replaced(t.generated),
+      finishReason: reason,
+      usage: { promptTokens: t.inputs.promptIds.length + this.manifest.model.num_query_tokens, completionTokens: t.generated.length },
+      timings: { queuedMs: now - t.queuedAt, firstTokenMs: (t.firstTokenAt ?? now) - t.queuedAt, totalMs: now - t.queuedAt },
+    };
+    t.handle.finish(result);
+  }
+
+  private failTask(t: Task, err: unknown): void {
+    if (t.failed) return;
+    t.failed = true;
+    t.finishReason ??= 'aborted';
+    t.release();
+    if (t.orderKey !== undefined) this.busyKeys.delete(t.orderKey);
+    const error = new VikdfError('generation_failed', `generation failed: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    this.emit('requestError', error);
+    t.handle.fail(error);
+  }
+}
