@@ -13,7 +13,7 @@ import { TOKENIZER_FILES, verifyBundle, readManifest, type BundleManifest } from
 import { StreamDecoder } from './detokenize.js';
 import { VikdfError } from './errors.js';
 import { BeamSearch } from './generation/beam.js';
-import { resolveOptions, type GenerationOptions, type ResolvedGenerationOptions } from './generation/options.js';
+import { resolveOptions, type GenerationLimits, type GenerationOptions, type ResolvedGenerationOptions } from './generation/options.js';
 import { Rng } from './generation/rng.js';
 import { TokenSelector } from './generation/sampler.js';
 import { StopChecker } from './generation/stopping.js';
@@ -34,7 +34,7 @@ export interface EngineOptions extends RuntimeOptions {
   /** Generation defaults over the manifest's. */
   defaults?: GenerationOptions;
   /** Upper bounds callers cannot exceed (e.g. a server's limits). */
-  limits?: { maxNewTokens?: number; numBeams?: number };
+  limits?: GenerationLimits;
 }
 
 export interface GenerateRequest {
@@ -69,6 +69,8 @@ interface Task {
   // decoding state
   rows: number;
   generated: number[];
+  /** Decoding steps taken (beam search has no single generated list until it ends). */
+  steps: number;
   selector?: TokenSelector;
   beam?: BeamSearch;
   /** The tokens the beams continue with (fed at the next step). */
@@ -161,6 +163,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         failed: false,
         rows: options.numBeams,
         generated: [],
+        steps: 0,
         beamTokens: [],
         decoder: new StreamDecoder(this.llmTokenizer),
         stop: new StopChecker({ eosTokenId: eos, stopTokenIds: options.stopTokenIds, stopStrings: options.stopStrings }),
@@ -273,7 +276,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         }
         this.active.push(t);
         this.cache = this.cache.concat(rowsCache);
-        const rowLogits = Array.from({ length: t.rows }, () => logits);
+        const rowLogits = Array.from({ length: t.rows }, () => logits.slice()); // strategies change rows in place
         this.consume(t, rowLogits);
       }
     } catch (err) {
@@ -350,6 +353,10 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (t.finishReason) return [];
     try {
       t.firstTokenAt ??= performance.now();
+      if (t.steps++ < t.options.minNewTokens) {
+        // Hugging Face's min_new_tokens: end-of-sequence is impossible until then.
+        for (const row of rows) row[this.manifest.tokens.llm_eos_token_id] = -Infinity;
+      }
       if (t.beam) {
         const { parents, tokens, done } = t.beam.step(rows);
         t.beamTokens = tokens;

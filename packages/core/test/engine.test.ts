@@ -126,6 +126,18 @@ describe('streaming, ordering and cancellation', () => {
     expect(cut.text).toBe(full.text.slice(0, full.text.indexOf(stop)));
   });
 
+  it('minNewTokens keeps end-of-sequence away until then', async () => {
+    // A context for which the tiny model ends early (found with training/vikdf/onnx_runner.py).
+    const context = ['music why'];
+    const free = await engine.generate({ context, options: greedy }).result;
+    expect(free.finishReason).toBe('eos');
+    expect(free.tokenIds).toHaveLength(9);
+    const forced = await engine.generate({ context, options: { ...greedy, minNewTokens: 16 } }).result;
+    expect(forced.tokenIds).toHaveLength(16);
+    expect(forced.finishReason).toBe('length');
+    expect(forced.tokenIds.slice(0, 8)).toEqual(free.tokenIds.slice(0, 8));
+  });
+
   it('seeded sampling is reproducible', async () => {
     const opts = { doSample: true, numBeams: 1, temperature: 0.9, topP: 0.9, seed: 7, maxNewTokens: 10 };
     const a = await engine.generate({ context: ['hi'], options: opts }).result;

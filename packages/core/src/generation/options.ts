@@ -9,6 +9,8 @@ import type { GenerationDefaults } from '../bundle.js';
 export interface GenerationOptions {
   /** Most tokens to generate (>= 1 integer). Bundle default: `max_new_tokens`. */
   maxNewTokens?: number;
+  /** End-of-sequence is impossible before this many tokens (integer, 0 to maxNewTokens). Default 0. */
+  minNewTokens?: number;
   /** Sample instead of taking the most likely token. Bundle default: `do_sample`. Not with `numBeams` > 1. */
   doSample?: boolean;
   /** Sampling temperature (> 0). Default 1. */
@@ -40,6 +42,7 @@ export interface GenerationOptions {
 /** Options with every field decided. */
 export interface ResolvedGenerationOptions {
   maxNewTokens: number;
+  minNewTokens: number;
   doSample: boolean;
   temperature: number;
   topK: number;
@@ -77,6 +80,7 @@ export class GenerationOptionsError extends RangeError {
 /** Hugging Face's defaults for what a bundle does not set. */
 const LIBRARY_DEFAULTS = {
   maxNewTokens: 32,
+  minNewTokens: 0,
   doSample: false,
   temperature: 1,
   topK: 50,
@@ -91,6 +95,7 @@ const LIBRARY_DEFAULTS = {
 
 const OPTION_NAMES: readonly (keyof GenerationOptions)[] = [
   'maxNewTokens',
+  'minNewTokens',
   'doSample',
   'temperature',
   'topK',
@@ -108,6 +113,7 @@ const OPTION_NAMES: readonly (keyof GenerationOptions)[] = [
 
 const SNAKE_TO_CAMEL: Record<string, keyof GenerationOptions> = {
   max_new_tokens: 'maxNewTokens',
+  min_new_tokens: 'minNewTokens',
   do_sample: 'doSample',
   top_k: 'topK',
   top_p: 'topP',
@@ -160,6 +166,7 @@ export function resolveOptions(
     key in given ? given[key] : key in fromBundle ? fromBundle[key] : LIBRARY_DEFAULTS[key];
 
   const maxNewTokens = integer('maxNewTokens', pick('maxNewTokens'), 1, limits.maxNewTokens);
+  const minNewTokens = integer('minNewTokens', pick('minNewTokens'), 0, maxNewTokens);
   const doSample = boolean('doSample', pick('doSample'));
   const temperature = number('temperature', pick('temperature'));
   if (!(temperature > 0)) fail('temperature', `temperature must be > 0, got ${temperature}`);
@@ -199,6 +206,7 @@ export function resolveOptions(
 
   return {
     maxNewTokens,
+    minNewTokens,
     doSample,
     temperature,
     topK,
