@@ -106,15 +106,14 @@ async function chat(bundle: string, values: Values): Promise<void> {
   process.stdout.write('Type a message; /reset clears the history, /quit leaves.\n');
   let current: AbortController | undefined;
   rl.on('SIGINT', () => (current ? current.abort() : rl.close()));
+  // The line iterator buffers input that arrives while a reply is being generated (piped input, fast typing).
+  const lines = rl[Symbol.asyncIterator]();
   try {
     for (;;) {
-      let line: string;
-      try {
-        line = await rl.question('you> ');
-      } catch {
-        break; // input closed
-      }
-      const text = line.trim();
+      process.stdout.write('you> ');
+      const next = await lines.next();
+      if (next.done) break;
+      const text = String(next.value).trim();
       if (text === '/quit') break;
       if (text === '/reset') {
         conversation.reset();
