@@ -33,6 +33,8 @@ export interface EngineOptions extends RuntimeOptions {
   maxQueue?: number;
   /** Generation defaults over the manifest's. */
   defaults?: GenerationOptions;
+  /** Memory for prefills of identical contexts kept for reuse (default 64 MiB; 0 turns it off). */
+  prefixCacheBytes?: number;
   /** Upper bounds callers cannot exceed (e.g. a server's limits). */
   limits?: GenerationLimits;
 }
@@ -91,6 +93,9 @@ export class Engine extends EventEmitter<EngineEvents> {
   private running: Promise<void> | undefined;
   private closing = false;
   private readonly busyKeys = new Set<string>();
+  /** Prefills of recent contexts (LRU by insertion order). */
+  private readonly prefixCache = new Map<string, { logits: Float32Array; cache: KvCache }>();
+  private prefixCacheSize = 0;
 
   private constructor(
     readonly dir: string,
@@ -255,11 +260,11 @@ export class Engine extends EventEmitter<EngineEvents> {
     }
     if (!admitted.length) return;
     try {
-      const prefill = await this.prefill(admitted.map((t) => t.inputs));
+      const prefilled = await this.prefillCached(admitted.map((t) => t.inputs));
       for (let i = 0; i < admitted.length; i++) {
         const t = admitted[i]!;
-        const logits = prefill.logits[i]!;
-        let rowsCache = prefill.cache.select([i]);
+        const { logits } = prefilled[i]!;
+        let rowsCache = prefilled[i]!.cache;
         if (t.options.numBeams > 1) {
           rowsCache = rowsCache.select(Array.from({ length: t.options.numBeams }, () => 0));
           t.beam = new BeamSearch({
@@ -284,6 +289,52 @@ export class Engine extends EventEmitter<EngineEvents> {
       return;
     }
     this.removeFinished();
+  }
+
+  /**
+   * Prefill with reuse. The knowledge vectors sit near the start of the prompt and depend on the whole
+   * context, so a conversation's cache cannot be extended turn by turn (every position after the splice
+   * changes when the context does). What is valid is reusing the prefill of an identical context (a retry,
+   * or the same opening message in many conversations): kept in a small LRU.
+   */
+  private async prefillCached(inputs: DialogueInputs[]): Promise<{ logits: Float32Array; cache: KvCache }[]> {
+    const keys = inputs.map((x) => `${x.textIds.join(',')}|${x.promptIds.join(',')}|${x.spliceAt}`);
+    const out: ({ logits: Float32Array; cache: KvCache } | undefined)[] = keys.map((k) => this.prefixCache.get(k));
+    const missing = [...new Set(keys.filter((_, i) => !out[i]))];
+    if (missing.length) {
+      const batch = await this.prefill(missing.map((k) => inputs[keys.indexOf(k)]!));
+      missing.forEach((key, j) => {
+        const entry = { logits: batch.logits[j]!, cache: batch.cache.select([j]) };
+        this.remember(key, entry);
+        keys.forEach((k, i) => {
+          if (k === key) out[i] = entry;
+        });
+      });
+    }
+    for (const k of keys) this.touch(k);
+    return out as { logits: Float32Array; cache: KvCache }[];
+  }
+
+  private remember(key: string, entry: { logits: Float32Array; cache: KvCache }): void {
+    const limit = this.options.prefixCacheBytes ?? 64 * 1024 * 1024;
+    const size = (e: { logits: Float32Array; cache: KvCache }) =>
+      e.logits.byteLength + e.cache.tensors.reduce((n, t) => n + t.byteLength, 0);
+    if (size(entry) > limit) return;
+    this.prefixCache.set(key, entry);
+    this.prefixCacheSize += size(entry);
+    while (this.prefixCacheSize > limit) {
+      const oldest = this.prefixCache.keys().next().value!;
+      this.prefixCacheSize -= size(this.prefixCache.get(oldest)!);
+      this.prefixCache.delete(oldest);
+    }
+  }
+
+  private touch(key: string): void {
+    const entry = this.prefixCache.get(key);
+    if (entry) {
+      this.prefixCache.delete(key);
+      this.prefixCache.set(key, entry);
+    }
   }
 
   private async prefill(inputs: DialogueInputs[]): Promise<{ logits: Float32Array[]; cache: KvCache }> {
