@@ -96,6 +96,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** Prefills of recent contexts (LRU by insertion order). */
   private readonly prefixCache = new Map<string, { logits: Float32Array; cache: KvCache }>();
   private prefixCacheSize = 0;
+  private readonly counters = { prefills: 0, prefixHits: 0, decodeSteps: 0 };
 
   private constructor(
     readonly dir: string,
@@ -131,6 +132,11 @@ export class Engine extends EventEmitter<EngineEvents> {
   /** LLM tokens of a text (without special tokens). */
   countTokens(text: string): number {
     return this.llmTokenizer.countTokens(text, { addSpecialTokens: false });
+  }
+
+  /** Work done so far: prompts prefilled, prefills reused from the cache, batched decoder steps. */
+  get stats(): { prefills: number; prefixHits: number; decodeSteps: number } {
+    return { ...this.counters };
   }
 
   /** Requests waiting and decoding. */
@@ -301,6 +307,8 @@ export class Engine extends EventEmitter<EngineEvents> {
     const keys = inputs.map((x) => `${x.textIds.join(',')}|${x.promptIds.join(',')}|${x.spliceAt}`);
     const out: ({ logits: Float32Array; cache: KvCache } | undefined)[] = keys.map((k) => this.prefixCache.get(k));
     const missing = [...new Set(keys.filter((_, i) => !out[i]))];
+    this.counters.prefixHits += out.filter(Boolean).length;
+    this.counters.prefills += missing.length;
     if (missing.length) {
       const batch = await this.prefill(missing.map((k) => inputs[keys.indexOf(k)]!));
       missing.forEach((key, j) => {
@@ -375,6 +383,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     try {
       const embeds = await this.runtime.embed(lastIds);
       out = await this.runtime.decode(embeds, 1, this.cache);
+      this.counters.decodeSteps++;
     } catch (err) {
       for (const t of this.active) this.failTask(t, err);
       this.active = [];

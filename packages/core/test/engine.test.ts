@@ -138,6 +138,24 @@ describe('streaming, ordering and cancellation', () => {
     expect(forced.tokenIds.slice(0, 8)).toEqual(free.tokenIds.slice(0, 8));
   });
 
+  it('an identical context reuses its prefill and gives the same reply', async () => {
+    const context = ['a context seen twice', 'yes twice'];
+    const before = engine.stats;
+    const a = await engine.generate({ context, options: greedy }).result;
+    const b = await engine.generate({ context, options: greedy }).result;
+    expect(b.tokenIds).toEqual(a.tokenIds);
+    expect(engine.stats.prefixHits - before.prefixHits).toBe(1);
+    expect(engine.stats.prefills - before.prefills).toBe(1);
+  });
+
+  it('concurrent requests share decoder steps', async () => {
+    const before = engine.stats.decodeSteps;
+    const opts = { ...greedy, minNewTokens: 10, maxNewTokens: 10 };
+    await Promise.all(['one', 'two', 'three', 'four'].map((m) => engine.generate({ context: [m], options: opts }).result));
+    // 4 requests x 9 cached steps each would be 36 decoder calls one at a time; batched they take ~9.
+    expect(engine.stats.decodeSteps - before).toBeLessThanOrEqual(12);
+  });
+
   it('seeded sampling is reproducible', async () => {
     const opts = { doSample: true, numBeams: 1, temperature: 0.9, topP: 0.9, seed: 7, maxNewTokens: 10 };
     const a = await engine.generate({ context: ['hi'], options: opts }).result;
