@@ -29,8 +29,8 @@ export interface RuntimeOptions {
 }
 
 const HOW_TO_GET_CUDA =
-  'install onnxruntime-node with its CUDA provider libraries (run its install script with network access, ' +
-  'ONNXRUNTIME_NODE_INSTALL_CUDA=v12) on a machine with an NVIDIA driver and CUDA 12';
+  "let onnxruntime-node's install script fetch them (pnpm rebuild onnxruntime-node with its build allowed, " +
+  'or npm rebuild onnxruntime-node, with network access) on Linux x64 with an NVIDIA driver and CUDA 12; see docs/core.md';
 
 /**
  * Where onnxruntime-node keeps its native libraries; its CUDA provider library sits there once its install
