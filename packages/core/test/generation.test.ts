@@ -250,9 +250,17 @@ describe('resolveOptions', () => {
     early_stopping: false,
   };
 
+  it('minNewTokens is an integer between 0 and maxNewTokens', () => {
+    expect(resolveOptions(manifestDefaults, { minNewTokens: 32 }).minNewTokens).toBe(32);
+    expect(() => resolveOptions(manifestDefaults, { minNewTokens: 33 })).toThrow(/minNewTokens/);
+    expect(() => resolveOptions(manifestDefaults, { minNewTokens: -1 })).toThrow(/minNewTokens/);
+    expect(() => resolveOptions(manifestDefaults, { min_new_tokens: 3 } as never)).toThrow(/did you mean minNewTokens/);
+  });
+
   it('takes the bundle defaults, then the overrides, then library defaults', () => {
     expect(resolveOptions(manifestDefaults)).toEqual({
       maxNewTokens: 32,
+      minNewTokens: 0,
       doSample: false,
       temperature: 1,
       topK: 50,
