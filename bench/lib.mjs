@@ -52,24 +52,3 @@ export function writeJson(file, data) {
   if (file) fs.writeFileSync(file, text);
   else process.stdout.write(text);
 }
-
-/** Wraps an async method of an object so that its wall time is added to `acc[name]` (ms) and counted. */
-export function timeMethod(obj, method, acc, name) {
-  const own = Object.prototype.hasOwnProperty.call(obj, method);
-  const before = obj[method];
-  const orig = before.bind(obj);
-  acc[name] ??= { ms: 0, calls: 0 };
-  obj[method] = async (...args) => {
-    const t = performance.now();
-    try {
-      return await orig(...args);
-    } finally {
-      acc[name].ms += performance.now() - t;
-      acc[name].calls++;
-    }
-  };
-  return () => {
-    if (own) obj[method] = before;
-    else delete obj[method];
-  };
-}

@@ -109,10 +109,10 @@ def main() -> None:
         )
         return out, inputs
 
-    # Warm-up: batch 1 and the largest batch, short.
+    # Warm-up: batch 1 and the largest batch, full length.
     t = time.perf_counter()
-    generate(contexts[:1], 8)
-    generate(contexts[: max(levels)], 8)
+    generate(contexts[:1], n_new)
+    generate(contexts[: max(levels)], n_new)
     log(f"warm-up {(time.perf_counter() - t) * 1000:.0f} ms")
 
     single = []

@@ -10,12 +10,10 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from vikdf.modeling import FROZEN_MODULES, LOSS_WEIGHTS
 from vikdf.tiny import build_tiny_model, tiny_config
 
-torch.set_num_threads(1)  # tiny tensors; the machine's 2 cores are shared
 
 IGN = -100
 EOS = 2
@@ -84,6 +82,15 @@ KEYS_FOR = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster and leaves the other core free; restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def subset(batch, keys):
     return {k: batch[k] for k in keys}
 
@@ -115,6 +122,16 @@ def spread(model, seed=0):
 @pytest.fixture(scope="module")
 def model():
     return spread(new_model())
+
+
+@pytest.fixture(scope="module")
+def gpt2_model():
+    return spread(new_model("gpt2"))
+
+
+@pytest.fixture(params=["llama", "gpt2"])
+def any_model(request, model, gpt2_model):
+    return model if request.param == "llama" else gpt2_model
 
 
 def test_spread_model_knowledge_depends_on_input(model, batch):
@@ -395,10 +412,16 @@ def test_splice_positions(model, batch):
         assert torch.equal(m[:, :bias], mask[:, :bias])
         assert torch.equal(m[:, bias : bias + 4], torch.ones(3, 4, dtype=mask.dtype))
         assert torch.equal(m[:, bias + 4 :], mask[:, bias:])
+    # An arbitrary 0/1 mask (not only right padding) is split at the same place as the embeddings.
+    odd = torch.tensor([[0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1]] * 3)
+    with torch.no_grad():
+        _, m = model.splice(ids, odd, projected, 3)
+    assert m[0].tolist() == [0, 1, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 1]
 
 
 @pytest.mark.parametrize("bias", [3, 4])
-def test_i2t_matches_reference(model, batch, bias):
+def test_i2t_matches_reference(any_model, batch, bias):
+    model = any_model
     ids, mask, labels = batch["i2t_llm_input_ids"], batch["i2t_llm_attention_mask"], batch["labels"]
     B, L = ids.shape
     n_q = 4
@@ -432,7 +455,8 @@ def test_i2t_matches_reference(model, batch, bias):
 # --------------------------------------------------------------------------- #
 
 
-def test_t2i_matches_per_row_reference(model, batch):
+def test_t2i_matches_per_row_reference(any_model, batch):
+    model = any_model
     ids, mask = batch["t2i_llm_input_ids"], batch["t2i_llm_attention_mask"]
     n_q = 4
     with torch.no_grad():
@@ -516,7 +540,8 @@ def context_ids():
     return ids
 
 
-def test_generate_matches_hand_written_greedy_loop(model, context_ids):
+def test_generate_matches_hand_written_greedy_loop(any_model, context_ids):
+    model = any_model
     for i, prompt in enumerate((PROMPT_A, PROMPT_B)):
         ref = _reference_greedy(model, context_ids[i : i + 1], prompt, 4)
         got = _generate(model, context_ids[i : i + 1], [prompt])
@@ -531,7 +556,8 @@ def test_generate_replace(model, context_ids):
     assert got == [7 if t == src else t for t in plain]
 
 
-def test_generate_batch_left_padding_equals_single(model, context_ids):
+def test_generate_batch_left_padding_equals_single(any_model, context_ids):
+    model = any_model
     batch = _generate(model, context_ids, [PROMPT_A, PROMPT_B])
     for i, prompt in enumerate((PROMPT_A, PROMPT_B)):
         alone = _generate(model, context_ids[i : i + 1], [prompt])[0].tolist()

@@ -241,6 +241,8 @@ class VIKDFModel(nn.Module):
         projected = self.language_projection(k_text)
         losses["i2t"], logits = self._knowledge_to_text(i2t_llm_input_ids, i2t_llm_attention_mask, labels, projected, bias)
         if t2i_llm_input_ids is not None:
+            if not self.pretraining:
+                raise ValueError("t2i_llm_input_ids given to a model built without the pre-training heads")
             losses["t2i"] = self._text_to_knowledge(t2i_llm_input_ids, t2i_llm_attention_mask, projected, k_text)
 
         total = sum(LOSS_WEIGHTS[name] * value for name, value in losses.items())
