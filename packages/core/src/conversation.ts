@@ -29,6 +29,8 @@ export class Conversation {
   readonly id: string;
   private turns: string[];
   private tail: Promise<unknown> = Promise.resolve();
+  /** Bumped by reset(), so that replies begun before it stay out of the new history. */
+  private epoch = 0;
 
   constructor(
     private readonly engine: Engine,
@@ -43,8 +45,10 @@ export class Conversation {
     return this.turns;
   }
 
+  /** Forgets the history; a reply still being generated is not added to the new one. */
   reset(): void {
     this.turns = [];
+    this.epoch++;
   }
 
   /**
@@ -71,12 +75,13 @@ export class Conversation {
         return;
       }
       const context = this.window([...this.turns, message]);
+      const epoch = this.epoch;
       const request = { context, orderKey: this.id, ...(this.config.system === undefined ? {} : { system: this.config.system }) };
       inner = this.engine.generate({ ...request, ...(send.options ? { options: send.options } : {}), ...(send.signal ? { signal: send.signal } : {}) });
       inner.on('token', (chunk, ids) => outer.pushText(chunk, ids));
       try {
         const result = await inner.result;
-        this.remember(message, result.text);
+        if (epoch === this.epoch) this.remember(message, result.text);
         outer.finish(result);
       } catch (err) {
         outer.fail(err as Error);

@@ -102,6 +102,14 @@ describe('streaming, ordering and cancellation', () => {
     expect(rb.tokenIds).toEqual(direct.tokenIds);
   });
 
+  it('reset during a reply keeps that reply out of the new history', async () => {
+    const conversation = engine.conversation();
+    const pending = conversation.send('before the reset', { options: greedy });
+    conversation.reset();
+    await pending.result;
+    expect(conversation.history).toEqual([]);
+  });
+
   it('abort mid-stream stops that request only', async () => {
     const controller = new AbortController();
     const long = { numBeams: 1, doSample: false, maxNewTokens: 200 };
