@@ -12,7 +12,7 @@
 //   of embed_tokens, the JS around them in BundleRuntime.decode/embed, and the rest of Engine.step.
 import { Engine } from '@vikdf/core';
 import path from 'node:path';
-import { contexts, log, median, parseArgs, peakRssMiB, round, writeJson } from './lib.mjs';
+import { contexts, guarded, log, median, parseArgs, peakRssMiB, round, writeJson } from './lib.mjs';
 
 const args = parseArgs(process.argv.slice(2), {
   bundle: '',
@@ -78,7 +78,7 @@ log(TAG, `warm-up ${round(performance.now() - warm)} ms`);
 // Batch 1: the same context each repeat.
 const single = [];
 for (let i = 0; i < args.repeats; i++) {
-  const { r, start, firstEvent, end } = await one(CONTEXTS[0]);
+  const { r, start, firstEvent, end, otherCpu, retries } = await guarded(TAG, `batch 1 #${i + 1}`, () => one(CONTEXTS[0]));
   if (r.tokenIds.length !== N) throw new Error(`expected ${N} new tokens, got ${r.tokenIds.length}`);
   const t = r.timings;
   single.push({
@@ -88,6 +88,8 @@ for (let i = 0; i < args.repeats; i++) {
     decodeTokPerS: ((N - 1) * 1000) / (t.totalMs - t.firstTokenMs),
     promptTokens: r.usage.promptTokens,
     tokenIds: r.tokenIds,
+    otherCpu,
+    retries,
   });
   log(TAG, `batch 1 #${i + 1}: ttft ${round(single.at(-1).ttftMs)} ms, decode ${round(single.at(-1).decodeTokPerS)} tok/s`);
 }
@@ -96,9 +98,9 @@ const aggregate = {};
 for (const n of LEVELS) {
   const reps = [];
   for (let i = 0; i < args.repeats; i++) {
-    const b = await batch(n);
+    const b = await guarded(TAG, `${n} conversations #${i + 1}`, () => batch(n));
     if (b.tokens !== n * N) throw new Error(`expected ${n * N} tokens, got ${b.tokens}`);
-    reps.push({ wallMs: b.wall, tokPerS: (b.tokens * 1000) / b.wall, meanTtftMs: b.runs.reduce((s, x) => s + (x.firstEvent ?? x.end) - x.start, 0) / n, work: b.work });
+    reps.push({ wallMs: b.wall, tokPerS: (b.tokens * 1000) / b.wall, meanTtftMs: b.runs.reduce((s, x) => s + (x.firstEvent ?? x.end) - x.start, 0) / n, work: b.work, otherCpu: b.otherCpu, retries: b.retries });
     log(TAG, `${n} conversations #${i + 1}: ${round(reps.at(-1).tokPerS)} tok/s (${round(b.wall)} ms)`);
   }
   aggregate[n] = {
@@ -106,6 +108,8 @@ for (const n of LEVELS) {
     wallMs: round(median(reps.map((x) => x.wallMs))),
     meanTtftMs: round(median(reps.map((x) => x.meanTtftMs))),
     repeats: reps.map((x) => round(x.tokPerS)),
+    otherCpu: reps.map((x) => x.otherCpu),
+    retries: reps.reduce((s, x) => s + x.retries, 0),
     engineWork: reps[0].work,
   };
 }
@@ -155,14 +159,22 @@ if (!args.noProfile) {
       wrap(rt.sessions.decoder_model_merged, 'run', 'ortDecoderRun'),
       wrap(rt.sessions.embed_tokens, 'run', 'ortEmbedRun'),
     ];
-    const b = await batch(n);
-    undo.reverse().forEach((f) => f());
+    let b;
+    try {
+      b = await guarded(TAG, `profile ${n}`, () => {
+        for (const k of Object.keys(acc)) acc[k] = {};
+        return batch(n);
+      });
+    } finally {
+      undo.reverse().forEach((f) => f());
+    }
     const s = acc.step;
     const steps = s.step.calls;
     const per = (x) => round(x / steps, 3);
     profile[n] = {
       steps,
       wallMs: round(b.wall),
+      otherCpu: b.otherCpu,
       prefillMs: round(acc.prefill.admit.ms),
       prefillOrtDecoderRunMs: round(acc.prefill.ortDecoderRun.ms),
       perStepMs: {
@@ -195,7 +207,7 @@ writeJson(args.out, {
     engineFirstTokenMs: med('engineFirstTokenMs'),
     decodeTokPerS: med('decodeTokPerS'),
     totalMs: med('totalMs'),
-    repeats: single.map((x) => ({ ttftMs: round(x.ttftMs), decodeTokPerS: round(x.decodeTokPerS) })),
+    repeats: single.map((x) => ({ ttftMs: round(x.ttftMs), decodeTokPerS: round(x.decodeTokPerS), otherCpu: x.otherCpu, retries: x.retries })),
     firstTokenIds: single[0].tokenIds.slice(0, 16),
   },
   aggregate,

@@ -3,14 +3,17 @@
 //
 //   node bench/profile_decoder.mjs --bundle bench/.models/llama-100m [--batches 1,16] [--past 110] [--out file.json]
 //
-// For each batch size: wall time of session.run (what the engine waits for), ORT's own model_run time, the
-// sum of kernel times by operator type, and the bytes of the KV cache that go in and out. wall - model_run is
-// the binding's cost (wrapping inputs, copying outputs into JS buffers).
+// For each batch size, with past length --past for every row:
+// * without the profiler: median wall time of session.run (a) as the engine calls it (every output back in
+//   JS), (b) asking only for `logits` (the present.* tensors are computed but stay inside ORT), and (c) with
+//   pre-allocated output tensors passed as fetches. a - b is what handing the new KV cache back to JS costs.
+// * with ORT's profiler (which slows the run down a little): ORT's own model_run time, the sum of kernel
+//   times by operator type, and wall - model_run, the binding's share.
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import { BENCH, log, median, parseArgs, round, writeJson } from './lib.mjs';
+import { BENCH, guarded, log, median, parseArgs, round, writeJson } from './lib.mjs';
 
 const args = parseArgs(process.argv.slice(2), { bundle: '', batches: '1,16', past: 110, runs: 10, threads: 2, out: '' });
 if (!args.bundle) throw new Error('--bundle DIR is required');
@@ -40,8 +43,37 @@ function feeds(b) {
   return f;
 }
 
+async function plainTimings(b) {
+  const session = await ort.InferenceSession.create(file, { executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: args.threads });
+  const input = feeds(b);
+  const fetches = {};
+  for (const name of session.outputNames) {
+    const dims = name === 'logits' ? [b, 1, m.llm_vocab_size] : [b, m.llm_num_key_value_heads, P + 1, m.llm_head_dim];
+    fetches[name] = new ort.Tensor('float32', new Float32Array(dims.reduce((x, y) => x * y)), dims);
+  }
+  const modes = { allOutputs: () => session.run(input), logitsOnly: () => session.run(input, ['logits']), preallocatedOutputs: () => session.run(input, fetches) };
+  const times = Object.fromEntries(Object.keys(modes).map((k) => [k, []]));
+  const { otherCpu } = await guarded(TAG, `batch ${b} without profiler`, async () => {
+    for (const k of Object.keys(times)) times[k].length = 0;
+    for (const run of Object.values(modes)) for (let i = 0; i < 2; i++) await run(); // warm-up
+    for (let i = 0; i < args.runs; i++) {
+      for (const [k, run] of Object.entries(modes)) {
+        const t = performance.now();
+        await run();
+        times[k].push(performance.now() - t);
+      }
+    }
+    return {};
+  });
+  await session.release();
+  const out = Object.fromEntries(Object.entries(times).map(([k, v]) => [`${k}Ms`, round(median(v), 3)]));
+  return { ...out, returnKvCacheToJsMs: round(out.allOutputsMs - out.logitsOnlyMs, 3), otherCpu };
+}
+
 const results = {};
 for (const b of args.batches.split(',').map(Number)) {
+  const plain = await plainTimings(b);
+  log(TAG, `batch ${b} without profiler: ${JSON.stringify(plain)}`);
   const prefix = path.join(os.tmpdir(), `vikdf-profile-${process.pid}-${b}`);
   const session = await ort.InferenceSession.create(file, {
     executionProviders: ['cpu'],
@@ -52,12 +84,15 @@ for (const b of args.batches.split(',').map(Number)) {
   });
   const input = feeds(b);
   for (let i = 0; i < 3; i++) await session.run(input); // warm-up
-  const walls = [];
-  for (let i = 0; i < args.runs; i++) {
-    const t = performance.now();
-    await session.run(input);
-    walls.push(performance.now() - t);
-  }
+  const { walls, otherCpu } = await guarded(TAG, `batch ${b}`, async () => {
+    const walls = [];
+    for (let i = 0; i < args.runs; i++) {
+      const t = performance.now();
+      await session.run(input);
+      walls.push(performance.now() - t);
+    }
+    return { walls };
+  });
   session.endProfiling();
   await session.release();
   const profileFile = fs.readdirSync(os.tmpdir()).map((f) => path.join(os.tmpdir(), f)).find((f) => f.startsWith(prefix) && f.endsWith('.json'));
@@ -79,6 +114,8 @@ for (const b of args.batches.split(',').map(Number)) {
   results[b] = {
     batch: b,
     pastLength: P,
+    withoutProfiler: plain,
+    otherCpu,
     wallMs: round(median(walls), 3),
     modelRunMs: perRun(runs.reduce((s, r) => s + r.dur, 0)),
     kernelSumMs: perRun(kernelUs),

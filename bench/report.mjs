@@ -46,6 +46,13 @@ function machineInfo() {
   };
 }
 
+/** The largest share of the CPUs other processes used during one timed repeat, and the repeats run again. */
+function disturbance(r) {
+  const shares = [...r.batch1.repeats.map((x) => x.otherCpu), ...Object.values(r.aggregate).flatMap((a) => a.otherCpu ?? [])].filter((x) => x !== undefined);
+  const retries = r.batch1.repeats.reduce((s, x) => s + (x.retries ?? 0), 0) + Object.values(r.aggregate).reduce((s, a) => s + (a.retries ?? 0), 0);
+  return shares.length ? { maxOtherCpuPct: round(100 * Math.max(...shares), 1), retries } : undefined;
+}
+
 /** Share of the CPUs used by other processes while one benchmark ran (from run.sh's .time file). */
 function otherCpu(timeFile) {
   if (!fs.existsSync(timeFile)) return undefined;
@@ -81,14 +88,14 @@ function table(results) {
   const fmt = (x, d = 1) => (x === undefined || x === null ? '—' : typeof x === 'number' ? x.toFixed(d) : String(x));
   for (const [name, runs] of Object.entries(results.models)) {
     lines.push(`\n### ${name}\n`);
-    lines.push('| runtime | TTFT ms (batch 1) | decode tok/s (batch 1) | aggregate tok/s, 1 conv. | 4 conv. | 16 conv. | peak RSS MiB | other CPU load |');
+    lines.push('| runtime | TTFT ms (batch 1) | decode tok/s (batch 1) | aggregate tok/s, 1 conv. | 4 conv. | 16 conv. | peak RSS MiB | other CPU load: whole run / worst timed repeat (repeats redone) |');
     lines.push('|---|---:|---:|---:|---:|---:|---:|---:|');
     const labels = { engine: '@vikdf/core', pytorch: 'PyTorch, HF generate', transformersjs: 'transformers.js' };
     for (const [key, label] of Object.entries(labels)) {
       const r = runs[key];
       if (!r) continue;
       const a = r.aggregate;
-      lines.push(`| ${label} | ${fmt(r.batch1.ttftMs)} | ${fmt(r.batch1.decodeTokPerS)} | ${fmt(a['1']?.tokPerS)} | ${fmt(a['4']?.tokPerS)} | ${fmt(a['16']?.tokPerS)} | ${fmt(r.peakRssMiB, 0)} | ${r.run ? `${fmt(r.run.otherCpuPct)}%` : '—'} |`);
+      lines.push(`| ${label} | ${fmt(r.batch1.ttftMs)} | ${fmt(r.batch1.decodeTokPerS)} | ${fmt(a['1']?.tokPerS)} | ${fmt(a['4']?.tokPerS)} | ${fmt(a['16']?.tokPerS)} | ${fmt(r.peakRssMiB, 0)} | ${r.run ? `${fmt(r.run.otherCpuPct)}%` : '—'} / ${r.disturbance ? `${fmt(r.disturbance.maxOtherCpuPct)}% (${r.disturbance.retries})` : '—'} |`);
     }
     const s = results.ratios[name];
     if (s) {
@@ -104,11 +111,14 @@ function table(results) {
     if (d.decodeTokPerSBatch1) {
       const modes = Object.entries(d.decodeTokPerSBatch1).map(([m, v]) => `${m} ${fmt(v.median)}`).join(', ');
       lines.push(`\n${name}: our decode tok/s at batch 1 by ORT spinning setting: ${modes} (other CPU load ${fmt(d.run?.otherCpuPct)}%)`);
+      if (d.firstTokenMsBatch1) lines.push(`${name}: time to the first token (ms): ${Object.entries(d.firstTokenMsBatch1).map(([m, v]) => `${m} ${fmt(v.median)}`).join(', ')}`);
     }
     if (d.results) {
       for (const r of Object.values(d.results)) {
         const ops = Object.entries(r.byOpMs).slice(0, 5).map(([k, v]) => `${k} ${fmt(v)}`).join(', ');
-        lines.push(`\n${name}: one decoder call, batch ${r.batch}, past ${r.pastLength}: session.run ${fmt(r.wallMs)} ms = ORT model_run ${fmt(r.modelRunMs)} + binding ${fmt(r.bindingMs)}; kernels: ${ops} ms`);
+        const w = r.withoutProfiler;
+        if (w) lines.push(`\n${name}: one decoder call, batch ${r.batch}, past ${r.pastLength}: session.run ${fmt(w.allOutputsMs)} ms; asking for logits only ${fmt(w.logitsOnlyMs)} ms; with pre-allocated outputs ${fmt(w.preallocatedOutputsMs)} ms`);
+        lines.push(`${name}: profiled, batch ${r.batch}: session.run ${fmt(r.wallMs)} ms = ORT model_run ${fmt(r.modelRunMs)} + binding ${fmt(r.bindingMs)}; kernels: ${ops} ms`);
       }
     }
   }
@@ -126,6 +136,7 @@ for (const file of fs.readdirSync(scratch).filter((f) => f.endsWith('.json')).so
   const [model, runtime] = file.replace(/\.json$/, '').split('.');
   const data = read(path.join(scratch, file));
   data.run = otherCpu(path.join(scratch, file.replace(/\.json$/, '.time')));
+  data.disturbance = disturbance(data);
   (models[model] ??= {})[runtime] = data;
 }
 const diagnostics = {};

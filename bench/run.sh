@@ -7,7 +7,7 @@
 # one after the other (never two at once), writes bench/results/<date>-<machine>.json and prints a table.
 # Progress goes to stderr; each benchmark's own log to bench/results/scratch/<run>.log.
 #
-# Environment: NEW_TOKENS (64), REPEATS (3), THREADS (2, for ONNX Runtime and torch alike),
+# Environment: NEW_TOKENS (64), REPEATS (3; TINY_REPEATS 7 for the tiny fixture), THREADS (2, for ONNX Runtime and torch alike),
 # MACHINE (a name for the results file; default from the CPU model and core count), SKIP_BUILD=1 (use the
 # packages' current dist/), ONLY=tiny|llama-100m (one model), QUIET_WAIT_S (default 600: how long, in all, to
 # wait for other processes to leave the CPU before the benchmarks; 0 to not wait).
@@ -80,10 +80,13 @@ log "making the models if missing (bench/make_models.py)"
 "$PY" bench/make_models.py >&2
 
 common=(--new-tokens "$NEW_TOKENS" --repeats "$REPEATS" --threads "$THREADS")
+# The tiny model's runs take milliseconds: more repeats for a stable median.
+tiny=(--new-tokens "$NEW_TOKENS" --repeats "${TINY_REPEATS:-7}" --threads "$THREADS")
 if [[ -z "$ONLY" || "$ONLY" == tiny ]]; then
-  run tiny.engine node bench/engine.mjs --bundle test/fixtures/tiny-random --label tiny-random "${common[@]}" --out "$SCRATCH/tiny.engine.json"
-  run tiny.pytorch "$PY" bench/pytorch.py --fixture "${common[@]}" --out "$SCRATCH/tiny.pytorch.json"
-  run tiny.transformersjs node bench/transformersjs.mjs --model tiny-random-hf "${common[@]}" --out "$SCRATCH/tiny.transformersjs.json"
+  run tiny.engine node bench/engine.mjs --bundle test/fixtures/tiny-random --label tiny-random "${tiny[@]}" --out "$SCRATCH/tiny.engine.json"
+  run tiny.pytorch "$PY" bench/pytorch.py --fixture "${tiny[@]}" --out "$SCRATCH/tiny.pytorch.json"
+  run tiny.transformersjs node bench/transformersjs.mjs --model tiny-random-hf "${tiny[@]}" --out "$SCRATCH/tiny.transformersjs.json"
+  run diag/tiny.decoder node bench/profile_decoder.mjs --bundle test/fixtures/tiny-random --batches 1,16 --past 110 --threads "$THREADS" --out "$SCRATCH/diag/tiny.decoder.json"
   run diag/tiny.spin node bench/spin_experiment.mjs --bundle test/fixtures/tiny-random --repeats 5 --cycles 2 --threads "$THREADS" --out "$SCRATCH/diag/tiny.spin.json"
 fi
 if [[ -z "$ONLY" || "$ONLY" == llama-100m ]]; then

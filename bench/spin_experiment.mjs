@@ -1,4 +1,5 @@
-// Diagnostic: how much ONNX Runtime's intra-op thread spinning costs the engine at batch 1.
+// Diagnostic: how much ONNX Runtime's intra-op thread spinning costs the engine at batch 1 (decode tokens/s
+// and the engine's time to the first token).
 //
 //   node bench/spin_experiment.mjs --bundle DIR [--repeats 3] [--cycles 1] [--out file.json]
 //
@@ -12,7 +13,7 @@
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { BENCH, contexts, log, median, parseArgs, round, writeJson } from './lib.mjs';
+import { BENCH, contexts, guarded, log, median, parseArgs, round, writeJson } from './lib.mjs';
 
 const args = parseArgs(process.argv.slice(2), { bundle: '', repeats: 3, cycles: 1, newTokens: 64, threads: 2, out: '' });
 if (!args.bundle) throw new Error('--bundle DIR is required');
@@ -32,16 +33,18 @@ const N = args.newTokens;
 const OPTIONS = { numBeams: 1, doSample: false, noRepeatNgramSize: 0, maxNewTokens: N, minNewTokens: N };
 const context = contexts()[0];
 const rates = Object.fromEntries(MODES.map((m) => [m, []]));
+const ttfts = Object.fromEntries(MODES.map((m) => [m, []]));
 for (let c = 0; c < args.cycles; c++) {
   for (mode of MODES) {
     const engine = await Engine.load(args.bundle, { devices: ['cpu'], intraOpNumThreads: args.threads, prefixCacheBytes: 0 });
     await engine.generate({ context, options: OPTIONS }).result; // warm-up
     for (let i = 0; i < args.repeats; i++) {
-      const t = (await engine.generate({ context, options: OPTIONS }).result).timings;
+      const { timings: t } = await guarded(TAG, `${mode} #${i + 1}`, () => engine.generate({ context, options: OPTIONS }).result);
       rates[mode].push(((N - 1) * 1000) / (t.totalMs - t.firstTokenMs));
+      ttfts[mode].push(t.firstTokenMs);
     }
     await engine.close();
-    log(TAG, `${mode}: ${rates[mode].map((x) => round(x)).join(', ')} tok/s`);
+    log(TAG, `${mode}: ${rates[mode].map((x) => round(x)).join(', ')} tok/s; first token after ${ttfts[mode].map((x) => round(x)).join(', ')} ms`);
   }
 }
 writeJson(args.out, {
@@ -49,4 +52,5 @@ writeJson(args.out, {
   threads: args.threads,
   newTokens: N,
   decodeTokPerSBatch1: Object.fromEntries(MODES.map((m) => [m, { median: round(median(rates[m])), all: rates[m].map((x) => round(x)) }])),
+  firstTokenMsBatch1: Object.fromEntries(MODES.map((m) => [m, { median: round(median(ttfts[m])), all: ttfts[m].map((x) => round(x)) }])),
 });

@@ -14,7 +14,7 @@
 import { AutoModelForCausalLM, Tensor, env } from '@huggingface/transformers';
 import fs from 'node:fs';
 import path from 'node:path';
-import { BENCH, log, median, parseArgs, peakRssMiB, round, writeJson } from './lib.mjs';
+import { BENCH, guarded, log, median, parseArgs, peakRssMiB, round, writeJson } from './lib.mjs';
 
 const args = parseArgs(process.argv.slice(2), {
   model: '',
@@ -92,13 +92,15 @@ log(TAG, `warm-up ${round(performance.now() - warm)} ms`);
 
 const single = [];
 for (let i = 0; i < args.repeats; i++) {
-  const { start, end, times, newIds } = await generate(1, N, true);
+  const { start, end, times, newIds, otherCpu, retries } = await guarded(TAG, `batch 1 #${i + 1}`, () => generate(1, N, true));
   if (times.length !== N || newIds[0].length !== N) throw new Error(`expected ${N} new tokens, got ${times.length}`);
   single.push({
     ttftMs: times[0] - start,
     decodeTokPerS: ((N - 1) * 1000) / (times[N - 1] - times[0]),
     totalMs: end - start,
     tokenIds: newIds[0],
+    otherCpu,
+    retries,
   });
   log(TAG, `batch 1 #${i + 1}: ttft ${round(single.at(-1).ttftMs)} ms, decode ${round(single.at(-1).decodeTokPerS)} tok/s`);
 }
@@ -107,16 +109,18 @@ const aggregate = {};
 for (const n of LEVELS) {
   const reps = [];
   for (let i = 0; i < args.repeats; i++) {
-    const { start, end, newIds } = await generate(n, N);
+    const { start, end, newIds, otherCpu, retries } = await guarded(TAG, `${n} conversations #${i + 1}`, () => generate(n, N));
     const tokens = newIds.reduce((s, r) => s + r.length, 0);
     if (tokens !== n * N) throw new Error(`expected ${n * N} tokens, got ${tokens}`);
-    reps.push({ wallMs: end - start, tokPerS: (tokens * 1000) / (end - start) });
+    reps.push({ wallMs: end - start, tokPerS: (tokens * 1000) / (end - start), otherCpu, retries });
     log(TAG, `${n} conversations #${i + 1}: ${round(reps.at(-1).tokPerS)} tok/s (${round(end - start)} ms)`);
   }
   aggregate[n] = {
     tokPerS: round(median(reps.map((x) => x.tokPerS))),
     wallMs: round(median(reps.map((x) => x.wallMs))),
     repeats: reps.map((x) => round(x.tokPerS)),
+    otherCpu: reps.map((x) => x.otherCpu),
+    retries: reps.reduce((s, x) => s + x.retries, 0),
   };
 }
 
@@ -125,7 +129,7 @@ if (!args.noProfile) {
   profile = {};
   const session = model.sessions.model;
   for (const n of [1, Math.max(...LEVELS)]) {
-    const runs = [];
+    let runs = [];
     const before = session.run;
     session.run = async (...a) => {
       const t = performance.now();
@@ -137,7 +141,10 @@ if (!args.noProfile) {
     };
     let r;
     try {
-      r = await generate(n, N, true);
+      r = await guarded(TAG, `profile ${n}`, () => {
+        runs = [];
+        return generate(n, N, true);
+      });
     } finally {
       session.run = before;
     }
@@ -146,6 +153,7 @@ if (!args.noProfile) {
     const ort = decodeRuns.reduce((s, x) => s + x, 0) / decodeRuns.length;
     profile[n] = {
       steps: decodeRuns.length,
+      otherCpu: r.otherCpu,
       prefillOrtRunMs: round(runs[0], 3),
       perStepMs: { step: round(perStep, 3), ortRun: round(ort, 3), restOfStep: round(perStep - ort, 3) },
     };
@@ -167,7 +175,7 @@ writeJson(args.out, {
     ttftMs: med('ttftMs'),
     decodeTokPerS: med('decodeTokPerS'),
     totalMs: med('totalMs'),
-    repeats: single.map((x) => ({ ttftMs: round(x.ttftMs), decodeTokPerS: round(x.decodeTokPerS) })),
+    repeats: single.map((x) => ({ ttftMs: round(x.ttftMs), decodeTokPerS: round(x.decodeTokPerS), otherCpu: x.otherCpu, retries: x.retries })),
     firstTokenIds: single[0].tokenIds.slice(0, 16),
   },
   aggregate,

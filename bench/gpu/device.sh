@@ -25,6 +25,8 @@ xz -dc .gpu/node.xz >/tmp/vikdf-gpu/node && chmod +x /tmp/vikdf-gpu/node
 tar -C /tmp/vikdf-gpu -xJf .gpu/app.tar.xz   # -> /tmp/vikdf-gpu/app/node_modules
 APP=/tmp/vikdf-gpu/app
 mkdir -p "$APP/bench" && cp bench/*.mjs bench/contexts.json "$APP/bench/"
+# The CPU benchmark pins the CPU provider; here the provider order comes from VIKDF_DEVICES.
+sed -i "s/devices: \['cpu'\]/devices: (process.env.VIKDF_DEVICES || 'cpu').split(',')/" "$APP/bench/engine.mjs"
 NODE=/tmp/vikdf-gpu/node
 log "node $("$NODE" --version), python $(python3 --version 2>&1), torch $(python3 -c 'import torch;print(torch.__version__)')"
 
@@ -44,13 +46,13 @@ DEVICE=$(python3 -c "import json;print(json.load(open('$OUT/providers.json'))['d
 
 for dev in "$DEVICE" cpu; do
   log "engine benchmark on $dev"
-  (cd "$APP" && "$NODE" bench/engine.mjs --bundle "$BUNDLE" --devices "$dev" --threads 16 --new-tokens 64 --repeats 3 \
+  (cd "$APP" && VIKDF_DEVICES="$dev" "$NODE" bench/engine.mjs --bundle "$BUNDLE" --threads 16 --new-tokens 64 --repeats 3 \
     --out "$OUT/engine-$dev.json") >"$OUT/engine-$dev.log" 2>&1 || tail -20 "$OUT/engine-$dev.log"
   [ "$dev" = cpu ] && break
 done
 
 log "PyTorch (HF generate) on CUDA"
-python3 bench/pytorch.py --checkpoint bench/.models/llama-100m-checkpoint --device cuda --new-tokens 64 --repeats 3 \
-  --threads 16 --out "$OUT/pytorch-cuda.json" >"$OUT/pytorch-cuda.log" 2>&1 || tail -20 "$OUT/pytorch-cuda.log"
+python3 bench/gpu/pytorch_cuda.py --checkpoint bench/.models/llama-100m-checkpoint --new-tokens 64 --repeats 3 \
+  --out "$OUT/pytorch-cuda.json" >"$OUT/pytorch-cuda.log" 2>&1 || tail -20 "$OUT/pytorch-cuda.log"
 log "done"
 ls -la "$OUT"

@@ -77,7 +77,11 @@ class LlamaDecoder(nn.Module):
             v = torch.cat([past[2 * i + 1], v], dim=2)
             presents += [k, v]
             groups = self.num_heads // self.num_kv_heads
-            out = _attend(q, k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1), mask, scale)
+            if groups > 1:  # grouped-query attention; with equal head counts this would be a pure copy (Tile)
+                k_att, v_att = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            else:
+                k_att, v_att = k, v
+            out = _attend(q, k_att, v_att, mask, scale)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         logits = self.lm.lm_head(self.lm.model.norm(hidden))

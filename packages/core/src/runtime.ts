@@ -111,7 +111,9 @@ export class BundleRuntime {
       const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
       let failure: string | undefined;
       for (const graph of Object.keys(files) as GraphName[]) {
-        const created = await tryCreate(path.join(dir, files[graph]), device, options);
+        // The two small graphs run briefly once per step: their idle threads must not spin and steal the
+        // cores from the decoder (measured in docs/benchmarks.md: tiny model 996 -> 1583 tokens/s).
+        const created = await tryCreate(path.join(dir, files[graph]), device, options, graph !== 'decoder_model_merged');
         if (created instanceof Error) {
           if (device === 'cpu') {
             await releaseAll(sessions);
@@ -219,12 +221,13 @@ export class BundleRuntime {
   }
 }
 
-async function tryCreate(file: string, device: Device, options: RuntimeOptions): Promise<ort.InferenceSession | Error> {
+async function tryCreate(file: string, device: Device, options: RuntimeOptions, noSpinning = false): Promise<ort.InferenceSession | Error> {
   try {
     return await ort.InferenceSession.create(file, {
       executionProviders: [device],
       graphOptimizationLevel: 'all',
       ...(options.intraOpNumThreads ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
+      ...(noSpinning ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
     });
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));
