@@ -69,13 +69,13 @@ export class Conversation {
       return outer;
     }
     const message = text.trim();
+    const epoch = this.epoch; // a reset() after this send keeps its reply out of the new history
     const run = async () => {
       if (aborted || send.signal?.aborted) {
         outer.finish(emptyResult());
         return;
       }
       const context = this.window([...this.turns, message]);
-      const epoch = this.epoch;
       const request = { context, orderKey: this.id, ...(this.config.system === undefined ? {} : { system: this.config.system }) };
       inner = this.engine.generate({ ...request, ...(send.options ? { options: send.options } : {}), ...(send.signal ? { signal: send.signal } : {}) });
       inner.on('token', (chunk, ids) => outer.pushText(chunk, ids));
