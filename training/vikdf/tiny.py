@@ -41,35 +41,33 @@ LLM_SPECIALS = ["<unk>", "<s>", "</s>"]  # ids 0, 1, 2 as in Llama-2
 TEXT_SPECIALS = ["<|startoftext|>", "<|endoftext|>"]  # CLIP's names; <|endoftext|> also pads and masks
 
 
-def build_llm_tokenizer(vocab_size: int = 384) -> Tokenizer:
-    """Byte-level BPE that adds <s> in front, like the Llama-2 tokenizer's post-processor."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+def _byte_level_bpe(vocab_size: int, specials: list[str], unk: str | None = None, lowercase: bool = False) -> Tokenizer:
+    """A byte-level BPE trained on TOKENIZER_CORPUS (deterministic: the fixture depends on it)."""
+    tok = Tokenizer(models.BPE(unk_token=unk) if unk else models.BPE())
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=LLM_SPECIALS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
+    return tok
+
+
+def build_llm_tokenizer(vocab_size: int = 384) -> Tokenizer:
+    """Byte-level BPE that adds <s> in front, like the Llama-2 tokenizer's post-processor."""
+    tok = _byte_level_bpe(vocab_size, LLM_SPECIALS, unk="<unk>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return tok
 
 
 def build_text_tokenizer(vocab_size: int = 320) -> Tokenizer:
     """CLIP-style: lower-cased byte-level BPE wrapped in <|startoftext|> ... <|endoftext|>."""
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=TEXT_SPECIALS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TOKENIZER_CORPUS, trainer=trainer)
+    tok = _byte_level_bpe(vocab_size, TEXT_SPECIALS, lowercase=True)
     tok.post_processor = processors.TemplateProcessing(
         single="<|startoftext|> $A <|endoftext|>",
         special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)],

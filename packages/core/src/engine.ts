@@ -233,21 +233,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.queue.splice(this.queue.indexOf(t), 1);
       this.complete(t, 'aborted');
     }
-    const keep: number[] = [];
-    let row = 0;
-    const still: Task[] = [];
-    for (const t of this.active) {
-      if (t.aborted) this.complete(t, 'aborted');
-      else {
-        for (let i = 0; i < t.rows; i++) keep.push(row + i);
-        still.push(t);
-      }
-      row += t.rows;
-    }
-    if (still.length !== this.active.length) {
-      this.active = still;
-      this.cache = this.cache.select(keep);
-    }
+    this.retire((t) => (t.aborted ? 'aborted' : undefined));
   }
 
   /** Takes eligible queued requests while rows are free, and prefills them in one batch. */
@@ -465,11 +451,17 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   private removeFinished(): void {
+    this.retire((t) => t.finishReason);
+  }
+
+  /** Completes the active tasks `reasonOf` names a reason for, and drops their rows from the KV cache. */
+  private retire(reasonOf: (t: Task) => FinishReason | undefined): void {
     const keep: number[] = [];
-    let row = 0;
     const still: Task[] = [];
+    let row = 0;
     for (const t of this.active) {
-      if (t.finishReason) this.complete(t, t.finishReason);
+      const reason = reasonOf(t);
+      if (reason) this.complete(t, reason);
       else {
         for (let i = 0; i < t.rows; i++) keep.push(row + i);
         still.push(t);

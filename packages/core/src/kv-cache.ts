@@ -73,7 +73,7 @@ export class KvCache {
     return drop === 0 ? this : this.padTo(this.length - drop, drop);
   }
 
-  /** Re-lays the cache at a new length: `shift` > 0 drops that many leading columns, < 0 adds padding. */
+  /** Re-lays the cache at a new length: `drop` > 0 drops that many leading columns, < 0 adds that much left padding. */
   private padTo(length: number, drop: number): KvCache {
     const { heads, headDim } = this.shape;
     const out = new KvCache(this.shape, this.rows, length);
