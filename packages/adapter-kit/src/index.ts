@@ -1,0 +1,15 @@
+export { ADDRESSED_BY, conversationKey, messageKey } from './message.js';
+export type { AddressedBy, Attachment, ConversationRef, InboundMessage } from './message.js';
+export { route, validatePolicy } from './routing.js';
+export type { IgnoreReason, RouteDecision, RoutingPolicy } from './routing.js';
+export { Deduper } from './dedupe.js';
+export type { DeduperOptions } from './dedupe.js';
+export { KeyedQueue } from './queue.js';
+export { splitMessage } from './split.js';
+export { StreamingReply } from './streaming.js';
+export type { Outbox, SentRef, StreamedReply, StreamingReplyOptions } from './streaming.js';
+export { engineResponder } from './responder.js';
+export type { EngineResponder, EngineResponderOptions, ReplyOptions, Responder, ResponderEngine } from './responder.js';
+export { ChatBot, DEFAULT_APOLOGY, DEFAULT_EMPTY_REPLY } from './chatbot.js';
+export type { ChatBotEvents, ChatBotOptions } from './chatbot.js';
+export { markdownToMrkdwn } from './mrkdwn.js';
