@@ -1,0 +1,3 @@
+import { createTsupConfig } from '../../tsup.config.js';
+
+export default createTsupConfig();
