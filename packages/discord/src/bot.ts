@@ -23,6 +23,7 @@ import {
   type Message,
   type RateLimitData,
 } from 'discord.js';
+import type { GenerationOptions } from '@vikdf/core';
 import { EventEmitter } from 'eventemitter3';
 import { toInbound } from './normalize.js';
 import { channelOutbox, fetchHistory } from './outbox.js';
@@ -46,8 +47,13 @@ export interface DiscordBotOptions
   engine?: ResponderEngine;
   /** ... or any Responder. */
   responder?: Responder;
-  /** For `engine`: persona, generation options, history and LRU sizes. */
-  responderOptions?: EngineResponderOptions;
+  /** For `engine`: system prompt (persona), generation options, turns and tokens of context kept per conversation. */
+  system?: string;
+  generation?: GenerationOptions;
+  maxTurns?: number;
+  maxContextTokens?: number;
+  /** For `engine`: conversations kept (the least recently used is forgotten beyond it; default 1000). */
+  maxConversations?: number;
   /** Who gets answered (default: mentions, replies to the bot and DMs; bots ignored). */
   policy?: RoutingPolicy;
   /** Messages of channel or thread history given as context on first contact (default 20, at most 100; 0: none). */
@@ -89,9 +95,12 @@ export class DiscordBot extends EventEmitter<DiscordBotEvents> {
     }
     this.token = opts.token.trim();
     this.mentionOnReply = opts.mentionOnReply ?? true;
-    const responder = opts.responder ?? engineResponder(opts.engine!, opts.responderOptions);
-    const { token: _t, engine: _e, responder: _r, responderOptions: _o, historyLimit: _h, mentionOnReply: _m, clientOptions, ...chatOptions } = opts;
-    this.chat = new ChatBot({ ...chatOptions, responder });
+    const { system, generation, maxTurns, maxContextTokens, maxConversations } = opts;
+    const responderOptions: EngineResponderOptions = withoutUndefined({ system, generation, maxTurns, maxContextTokens, maxConversations });
+    const responder = opts.responder ?? engineResponder(opts.engine!, responderOptions);
+    const { apology, dedupeTtlMs, editIntervalMs, typingIntervalMs, placeholder, emptyReply, maxPendingPerConversation } = opts;
+    const chatOptions = { apology, dedupeTtlMs, editIntervalMs, typingIntervalMs, placeholder, emptyReply, maxPendingPerConversation, policy: opts.policy };
+    this.chat = new ChatBot({ ...withoutUndefined(chatOptions), responder });
     this.chat.on('error', (err, msg) => this.report(err, msg));
     this.chat.on('replied', (msg, reply) => this.emit('replied', msg, reply));
     this.chat.on('ignored', (msg, reason) => this.emit('ignored', msg, reason));
@@ -99,7 +108,7 @@ export class DiscordBot extends EventEmitter<DiscordBotEvents> {
     this.client = new Client({
       intents: DEFAULT_INTENTS,
       partials: [Partials.Channel], // DM channels arrive uncached; without this their messages are dropped
-      ...clientOptions,
+      ...opts.clientOptions,
     });
     this.client.on(Events.MessageCreate, (message) => void this.onMessage(message));
     this.client.on(Events.Error, (err) => this.report(err));
@@ -151,4 +160,8 @@ export class DiscordBot extends EventEmitter<DiscordBotEvents> {
     if (this.listenerCount('error') > 0) this.emit('error', error, msg);
     else console.error(`@vikdf/discord: ${error.message}`); // nobody listens: do not fail silently
   }
+}
+
+function withoutUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -24,7 +24,7 @@ it('answers a mention with the model, in context of the channel history', async 
   const bot = new DiscordBot({
     token: fake.token,
     engine,
-    responderOptions: { generation: GREEDY },
+    generation: GREEDY,
     editIntervalMs: 50,
     clientOptions: { rest: { api: fake.api } },
   });
