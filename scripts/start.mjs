@@ -15,10 +15,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 process.stdout.on('error', () => {}); // e.g. `pnpm start | head -1`: never crash on a closed pipe
 
-// The default model. The trained default model does not exist yet: until it lands, the tiny random fixture
-// stands in (its replies are gibberish). Then: the model package's `bundlePath`, and DEFAULT_IS_PLACEHOLDER false.
-const DEFAULT_BUNDLE = path.join(root, 'test/fixtures/tiny-random');
-const DEFAULT_IS_PLACEHOLDER = true;
+// The default model: the bundle of @vikdf/model-mini (docs/model-card.md), read from its folder so that it
+// works before the install step below.
+const DEFAULT_BUNDLE = path.join(root, 'packages/model-mini/bundle');
 
 // Chat defaults: greedy (one beam) so that replies stream token by token; the bundle's other defaults apply.
 const CHAT_DEFAULTS = { numBeams: 1 };
@@ -98,9 +97,6 @@ const { engine, server } = serving;
 console.log(`VIKDF chat: ${serving.url}`);
 console.log(`  model: ${engine.manifest.name} (${bundle === DEFAULT_BUNDLE ? 'the default model' : bundle}), device: ${engine.provider.device}`);
 for (const s of engine.provider.skipped) console.log(`  ${s.device} skipped: ${s.reason.split('\n')[0]}`);
-if (bundle === DEFAULT_BUNDLE && DEFAULT_IS_PLACEHOLDER) {
-  console.log('  note: the trained default model is not there yet; this is the tiny random test bundle, so replies are gibberish');
-}
 console.log(`  WebSocket: ${serving.wsUrl} (protocol 1, docs/websocket-protocol.md)${token ? '; bearer token required' : ''}`);
 console.log('  Ctrl+C stops it.');
 

@@ -6,11 +6,7 @@
 // answered unless DISCORD_DMS=off), VIKDF_BUNDLE (a model bundle directory), VIKDF_SYSTEM (system prompt),
 // DISCORD_API_URL (another REST API base, e.g. a local test server). README.md says how to create the bot.
 // Needs the packages built (pnpm install && pnpm build).
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 
 function fail(message) {
@@ -29,30 +25,15 @@ if (!['on', 'off'].includes(dms)) fail(`DISCORD_DMS must be on or off, got ${JSO
 const { Engine } = await import('@vikdf/core');
 const { DiscordBot } = await import('@vikdf/discord');
 
-// 2. The model: VIKDF_BUNDLE, else the default model package if installed and built, else the tiny test bundle
-//    (random weights: its replies are gibberish, but everything else works).
-async function defaultBundle() {
-  const fixture = path.join(here, '../../test/fixtures/tiny-random');
-  let mini;
-  try {
-    mini = await import('@vikdf/model-mini');
-  } catch {
-    console.warn('discord-bot: @vikdf/model-mini is not installed; using the tiny random test bundle (gibberish replies)');
-    return fixture;
-  }
-  const bundlePath = mini.bundlePath ?? mini.default?.bundlePath;
-  if (bundlePath && existsSync(path.join(bundlePath, 'manifest.json'))) return bundlePath;
-  console.warn('discord-bot: @vikdf/model-mini has no bundle yet; using the tiny random test bundle (gibberish replies)');
-  return fixture;
-}
-const bundle = env.VIKDF_BUNDLE ?? (await defaultBundle());
+// 2. The model: VIKDF_BUNDLE, else the default model (@vikdf/model-mini).
+const bundle = env.VIKDF_BUNDLE;
 let engine;
 try {
   engine = await Engine.load(bundle);
 } catch (err) {
-  fail(`cannot load the model ${bundle}: ${err.message}`);
+  fail(`cannot load the model ${bundle ?? '@vikdf/model-mini'}: ${err.message}`);
 }
-console.log(`model ${engine.manifest.name} (${bundle}) on ${engine.provider.device}`);
+console.log(`model ${engine.manifest.name} (${engine.dir}) on ${engine.provider.device}`);
 
 // 3. The bot: mentions, replies to it and DMs; greedy decoding streams token by token.
 const bot = new DiscordBot({

@@ -7,10 +7,7 @@
 // model bundle directory), VIKDF_SYSTEM (system prompt), HOST (HTTP mode, default 0.0.0.0), SLACK_API_URL (another
 // Web API base, e.g. a local test server). See README.md for creating the Slack app.
 // Needs the packages built (pnpm install && pnpm build).
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const env = process.env;
 
 function fail(message) {
@@ -34,20 +31,14 @@ const channels = env.SLACK_CHANNELS?.split(',').map((c) => c.trim()).filter(Bool
 const { Engine } = await import('@vikdf/core');
 const { SlackBot } = await import('@vikdf/slack');
 
-// 2. The model: VIKDF_BUNDLE, else the default model package if installed, else the tiny test bundle
-//    (random weights: its replies are gibberish, but everything else works).
-async function defaultBundle() {
-  try {
-    const mini = await import('@vikdf/model-mini');
-    return mini.bundlePath ?? mini.default?.bundlePath;
-  } catch {
-    console.warn('slack-app: @vikdf/model-mini is not installed; using the tiny random test bundle (gibberish replies)');
-    return path.join(here, '../../test/fixtures/tiny-random');
-  }
+// 2. The model: VIKDF_BUNDLE, else the default model (@vikdf/model-mini).
+let engine;
+try {
+  engine = await Engine.load(env.VIKDF_BUNDLE);
+} catch (err) {
+  fail(`cannot load the model ${env.VIKDF_BUNDLE ?? '@vikdf/model-mini'}: ${err.message}`);
 }
-const bundle = env.VIKDF_BUNDLE ?? (await defaultBundle());
-const engine = await Engine.load(bundle);
-console.log(`model ${bundle} on ${engine.provider.device}`);
+console.log(`model ${engine.manifest.name} (${engine.dir}) on ${engine.provider.device}`);
 
 // 3. The bot.
 const bot = new SlackBot({

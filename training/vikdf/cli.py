@@ -5,6 +5,7 @@
   export CHECKPOINT OUT              write the ONNX bundle of one of our checkpoints
   convert OFFICIAL_DIR OUT           write the ONNX bundle of an official VIKDF (ZRIGF-2) checkpoint
   make-fixture OUT --golden FILE     the tiny random bundle and golden outputs for the TypeScript tests
+  mini WORK_DIR [--bundle OUT]       train the embedded default model from packaged data (resumable)
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ def cmd_make_fixture(args) -> None:
     print(f"wrote {args.out} and {args.golden}")
 
 
+def cmd_mini(args) -> None:
+    from .mini import STAGES, run_mini
+
+    if args.until and args.until not in STAGES:
+        raise ValueError(f"unknown stage {args.until!r}; stages: {', '.join(STAGES)}")
+    run_mini(Path(args.work), Path(args.bundle) if args.bundle else None, args.until)
+
+
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
@@ -93,6 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.add_argument("--golden", required=True)
     p.set_defaults(func=cmd_make_fixture)
+
+    p = sub.add_parser("mini", help="train @vikdf/model-mini end to end from packaged data (resumable)")
+    p.add_argument("work", help="working directory (downloads, data, checkpoints); run again to resume")
+    p.add_argument("--bundle", help="where the export stage writes the bundle (default WORK/bundle)")
+    p.add_argument("--until", help="stop after this stage")
+    p.set_defaults(func=cmd_mini)
 
     args = parser.parse_args(argv)
     try:

@@ -187,6 +187,55 @@ def make_variants(out_dir: Path, variants: list[str]) -> dict:
     return table
 
 
+def quantize_weights_int8(path: Path, min_size: int = 4096) -> int:
+    """Weight-only int8: every large MatMul/Gemm/Gather weight becomes int8 with one scale per output channel
+    (symmetric), and a DequantizeLinear restores it in float32 before use. Unlike dynamic quantisation,
+    activations stay float32, so a row's output never depends on what else is in the batch. Returns the
+    number of weights quantised."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    axis_of: dict[str, set[int]] = {}
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "MatMul" and len(node.input) > 1:
+            name, axis = node.input[1], 1
+        elif node.op_type == "Gemm" and len(node.input) > 1:
+            name, axis = node.input[1], 0 if attrs.get("transB", 0) else 1
+        elif node.op_type == "Gather" and attrs.get("axis", 0) == 0:
+            name, axis = node.input[0], 0
+        else:
+            for name in node.input:
+                axis_of.setdefault(name, set()).add(-1)  # used elsewhere too: leave it alone
+            continue
+        axis_of.setdefault(name, set()).add(axis)
+    done = 0
+    for name, axes in axis_of.items():
+        tensor = inits.get(name)
+        if tensor is None or len(axes) != 1 or -1 in axes or tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        w = numpy_helper.to_array(tensor)
+        if w.ndim != 2 or w.size < min_size:
+            continue
+        axis = axes.pop()
+        scale = np.abs(w).max(axis=1 - axis) / 127.0
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
+        shape = (-1, 1) if axis == 0 else (1, -1)
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        graph.initializer.remove(tensor)
+        graph.initializer.extend([numpy_helper.from_array(q, name + "_int8"), numpy_helper.from_array(scale, name + "_scale"),
+                                  numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), name + "_zero")])
+        graph.node.insert(0, helper.make_node("DequantizeLinear", [name + "_int8", name + "_scale", name + "_zero"], [name],
+                                              name=name + "_dequantize", axis=axis))
+        done += 1
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return done
+
+
 def count_parameters(module: nn.Module | None) -> int:
     return 0 if module is None else sum(p.numel() for p in module.parameters())
 
@@ -202,8 +251,10 @@ def write_bundle(
     source: str = "export",
     generation: dict | None = None,
     variants: list[str] | None = None,
+    quantize: list[str] | None = None,
 ) -> dict:
-    """Writes a complete bundle directory and returns its manifest."""
+    """Writes a complete bundle directory and returns its manifest. `quantize` names graphs whose main file
+    is written with int8 weights (dynamic quantisation, float32 inputs and outputs): a smaller bundle."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -215,6 +266,12 @@ def write_bundle(
 
     export_graphs(model, out_dir)
     variant_table = make_variants(out_dir, variants or [])
+    weights = {}
+    for graph in quantize or []:
+        if graph not in GRAPH_FILES:
+            raise ValueError(f"cannot quantise unknown graph {graph!r}; graphs: {', '.join(GRAPH_FILES)}")
+        quantize_weights_int8(out_dir / GRAPH_FILES[graph])
+        weights[graph] = "int8"
 
     cfg = model.config
     decoder = export_decoder(model.language_model, cfg.llm_type)
@@ -267,6 +324,8 @@ def write_bundle(
         "graphs": {g: {"file": rel, **graph_signature(out_dir / rel)} for g, rel in GRAPH_FILES.items()},
         "variants": variant_table,
     }
+    if weights:
+        manifest["weights"] = {g: weights.get(g, "float32") for g in GRAPH_FILES}
     files = sorted(p for p in out_dir.rglob("*") if p.is_file())
     manifest["files"] = {p.relative_to(out_dir).as_posix(): sha256_file(p) for p in files}
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")

@@ -111,8 +111,12 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.cache = KvCache.empty(runtime.kvShape);
   }
 
-  /** Loads a bundle directory (or a package object with `bundlePath`), verifying it unless told not to. */
-  static async load(source: BundleSource, options: EngineOptions = {}): Promise<Engine> {
+  /**
+   * Loads a bundle directory (or a package object with `bundlePath`), verifying it unless told not to.
+   * Without a source, the default model `@vikdf/model-mini` (an optional dependency) is loaded.
+   */
+  static async load(source?: BundleSource, options: EngineOptions = {}): Promise<Engine> {
+    source ??= await defaultModel();
     const dir = path.resolve(typeof source === 'string' ? (source.startsWith('file:') ? fileURLToPath(source) : source) : source.bundlePath);
     const manifest = options.verify === false ? await readManifest(dir) : await verifyBundle(dir);
     const [textTokenizer, llmTokenizer] = await Promise.all([
@@ -508,4 +512,18 @@ export class Engine extends EventEmitter<EngineEvents> {
     this.emit('requestError', error);
     t.handle.fail(error);
   }
+}
+
+/** The default model package, imported only when no bundle is named (it is an optional peer dependency). */
+async function defaultModel(): Promise<{ bundlePath: string }> {
+  const id = '@vikdf/model-mini';
+  try {
+    const mod = (await import(id)) as { bundlePath?: unknown };
+    if (typeof mod.bundlePath === 'string') return { bundlePath: mod.bundlePath };
+  } catch (error) {
+    throw new VikdfError('no_default_model', `no bundle given and the default model ${id} cannot be loaded (install it: npm i ${id})`, {
+      cause: error,
+    });
+  }
+  throw new VikdfError('no_default_model', `${id} does not export bundlePath`);
 }

@@ -5,7 +5,8 @@ export type VikdfErrorCode =
   | 'bad_option'
   | 'queue_full'
   | 'engine_closed'
-  | 'generation_failed';
+  | 'generation_failed'
+  | 'no_default_model';
 
 export class VikdfError extends Error {
   override name = 'VikdfError';

@@ -64,14 +64,13 @@ describe('pnpm start (scripts/start.mjs)', () => {
   it('serves the chat on the default model, prints the URL, and stops gracefully on SIGTERM', async () => {
     const r = run(['scripts/start.mjs'], { PORT: '0' });
     const [, url] = await waitForOutput(r, /^VIKDF chat: (http:\/\/127\.0\.0\.1:\d+\/)$/m);
-    expect(r.stdout()).toMatch(/model: tiny-random .*device: cpu/);
-    expect(r.stdout()).toContain('replies are gibberish'); // says the placeholder model is a placeholder
+    expect(r.stdout()).toMatch(/model: vikdf-mini \(the default model\), device: cpu/);
     const page = await fetch(url!);
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('VIKDF chat');
     const client = await VikdfClient.connect(`${url!.replace('http', 'ws')}ws`);
     cleanups.push(async () => void (await client.close()));
-    expect(client.hello).toMatchObject({ model: { name: 'tiny-random' }, defaults: { numBeams: 1 } });
+    expect(client.hello).toMatchObject({ model: { name: 'vikdf-mini' }, defaults: { numBeams: 1 } });
     const reply = client.send('hello!');
     const chunks: string[] = [];
     for await (const c of reply) chunks.push(c);
