@@ -85,7 +85,7 @@ class Recipe:
     text_max_length: int = 64
     prompt_max_length: int = 96
     response_max_length: int = 32
-    pretrain_steps: int = 500
+    pretrain_steps: int = 800
     pretrain_batch: int = 16
     dialogue_examples: int = 12000
     dialogue_batch: int = 16
