@@ -171,3 +171,18 @@ def test_without_knowledge_is_the_lm_alone():
     want = model.language_model(input_ids=ids).logits
     got = model.language_model(inputs_embeds=embeds, attention_mask=mask).logits
     torch.testing.assert_close(got, want)
+
+
+def test_blank_knowledge_context_changes_only_the_text_encoder_input(tmp_path):
+    """The constant-knowledge control: the prompt keeps the dialogue, the text encoder reads nothing."""
+    from vikdf.mini import blank_knowledge
+
+    text_tok, llm_tok = save_tokenizers(tmp_path)
+    fmt = DialogueFormatter(load_tokenizer(text_tok), load_tokenizer(llm_tok), PromptSettings(chat_template=MINI_CHAT_TEMPLATE))
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps({"context": ["do you like pizza?"], "response": "yes"}) + "\n")
+    row = json.loads(blank_knowledge(src, tmp_path / "b.jsonl").read_text())
+    assert row["knowledge_context"] == [] and row["context"] == ["do you like pizza?"]
+    full, blank = fmt(row["context"]), fmt(row["context"], row["knowledge_context"])
+    assert blank.prompt_ids == full.prompt_ids and blank.splice_at == full.splice_at
+    assert blank.text_ids == fmt([]).text_ids != full.text_ids

@@ -220,9 +220,11 @@ class DialogueFormatter:
         prefix, _, suffix = text.partition(placeholder)
         return prefix, prefix + suffix
 
-    def __call__(self, turns: list[str]) -> DialogueInputs:
+    def __call__(self, turns: list[str], knowledge_turns: list[str] | None = None) -> DialogueInputs:
+        """`knowledge_turns` (default: `turns`) is what the text encoder reads; an ablation can blank it."""
         s = self.settings
-        text_ids = encode(self.text_tokenizer, s.turn_separator.join(t.strip() for t in turns), s.text_max_length)
+        source = turns if knowledge_turns is None else knowledge_turns
+        text_ids = encode(self.text_tokenizer, s.turn_separator.join(t.strip() for t in source), s.text_max_length)
         prefix, full = self.render(turns)
         prompt_ids = encode(self.llm_tokenizer, full, s.prompt_max_length)
         # The LLM tokenizer adds special tokens only in front (checked at export), so the prefix's encoding

@@ -36,7 +36,7 @@ def evaluate_checkpoint_model(model, text_tok, llm_tok, prompt: PromptSettings, 
     replace = tokens.replace_generated
     for start in tqdm(range(0, len(examples), batch_size), desc="generate", leave=False):
         chunk = examples[start : start + batch_size]
-        inputs = [fmt(e["context"]) for e in chunk]
+        inputs = [fmt(e["context"], e.get("knowledge_context")) for e in chunk]
         text_ids, text_mask = pad_right([x.text_ids for x in inputs], tokens.text_pad_token_id)
         out = model.generate(text_ids, text_mask, [x.prompt_ids for x in inputs], [x.splice_at for x in inputs],
                              pad_id=tokens.llm_pad_token_id, replace=replace, eos_token_id=tokens.llm_eos_token_id,

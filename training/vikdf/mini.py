@@ -639,11 +639,29 @@ class WithoutKnowledge(torch.nn.Module):
         return self.projection(k)[:, :0]
 
 
+def blank_knowledge(src: Path, dst: Path) -> Path:
+    """The same examples with the text encoder reading an empty context: the IQ-Former then gives the same
+    vectors for every dialogue (a learned constant prompt)."""
+    from .data import read_jsonl
+
+    with open(dst, "w") as f:
+        for row in read_jsonl(src):
+            f.write(json.dumps({**row, "knowledge_context": []}) + "\n")
+    return dst
+
+
 def stage_ablation(work: Path, recipe: Recipe) -> None:
-    """The dialogue stage without knowledge vectors: with the LLM frozen and no vectors, nothing is left to train,
-    so the ablation is the same frozen LM reading the same prompt without the spliced vectors."""
-    (work / "ablation").mkdir(exist_ok=True)
-    (work / "ablation" / "README").write_text(stage_ablation.__doc__.strip() + "\n")
+    """Two controls for the knowledge vectors. (1) Without them: with the LLM frozen and no vectors, the dialogue
+    stage has nothing left to train, so this is the same frozen LLM reading the prompt with no vectors spliced
+    (evaluated in `eval`, nothing to train here). (2) Constant knowledge: the dialogue stage rerun from the same
+    pre-trained model, same data and steps, with the IQ-Former reading an empty context: the vectors can still
+    steer the LLM, but cannot depend on the dialogue. What (2) loses against the full model is what the
+    context-dependent knowledge brings."""
+    train = blank_knowledge(dialogue_subset(work, recipe), work / "data" / "dialogue-train-subset-blank.jsonl")
+    _run_stage(work, "ablation", stage="dialogue", init_from=str(work / "pretrain" / "final"),
+               train_data=str(train), seed=recipe.seed, batch_size=recipe.dialogue_batch,
+               grad_accum=1, lr=2e-4, weight_decay=0.0, epochs=1, warmup_steps=0, schedule="linear",
+               label_rule="response_eos", save_every=100, eval_every_epoch=False)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -673,24 +691,32 @@ def knowledge_retrieval(work: Path, checkpoint: Path) -> dict:
     return retrieval_recall(t @ v.t())
 
 
-def stage_eval(work: Path, recipe: Recipe) -> None:
+def eval_dialogue_variant(work: Path, recipe: Recipe, name: str) -> dict:
+    """Held-out dialogue metrics of the full model or one of the two controls of `stage_ablation`."""
     from .data import load_tokenizer
     from .evaluate import evaluate_checkpoint_model
     from .train import load_checkpoint
 
+    checkpoint = work / ("ablation" if name == "constant_knowledge" else "dialogue") / "final"
+    test = work / "data" / "dialogue-test.jsonl"
+    if name == "constant_knowledge":
+        test = blank_knowledge(test, work / "data" / "dialogue-test-blank.jsonl")
+    model, prompt, tokens = load_checkpoint(checkpoint, pretraining=False)
+    if name == "without_knowledge":
+        model.language_projection = WithoutKnowledge(model.language_projection)
+    text_tok, llm_tok = load_tokenizer(checkpoint / "text_tokenizer.json"), load_tokenizer(checkpoint / "llm_tokenizer.json")
+    result = evaluate_checkpoint_model(model, text_tok, llm_tok, prompt, tokens, test, GENERATION,
+                                       recipe.eval_examples, out_dir=work / "eval" / name)
+    log(f"eval {name}: {json.dumps(result)}")
+    return result
+
+
+def stage_eval(work: Path, recipe: Recipe) -> None:
     out = work / "eval"
     out.mkdir(exist_ok=True)
-    test = work / "data" / "dialogue-test.jsonl"
-    final = work / "dialogue" / "final"
     results = {}
-    for name in ("full", "without_knowledge"):
-        model, prompt, tokens = load_checkpoint(final, pretraining=False)
-        if name == "without_knowledge":
-            model.language_projection = WithoutKnowledge(model.language_projection)
-        text_tok, llm_tok = load_tokenizer(final / "text_tokenizer.json"), load_tokenizer(final / "llm_tokenizer.json")
-        results[name] = evaluate_checkpoint_model(model, text_tok, llm_tok, prompt, tokens, test, GENERATION,
-                                                  recipe.eval_examples, out_dir=out / name)
-        log(f"eval {name}: {json.dumps(results[name])}")
+    for name in ("full", "without_knowledge", "constant_knowledge"):
+        results[name] = eval_dialogue_variant(work, recipe, name)
     results["knowledge_retrieval"] = {"pretrain": knowledge_retrieval(work, work / "pretrain" / "final")}
     results["frozen_encoders_retrieval"] = json.loads((work / "vision" / "eval.json").read_text())
     log(f"eval retrieval: {json.dumps(results['knowledge_retrieval'])}")

@@ -212,7 +212,7 @@ class DialogueCollator:
 
     def __call__(self, examples: list[dict]) -> dict:
         pad = self.tokens.llm_pad_token_id
-        inputs = [self.fmt(e["context"]) for e in examples]
+        inputs = [self.fmt(e["context"], e.get("knowledge_context")) for e in examples]
         biases = {x.splice_at for x in inputs}
         if len(biases) != 1:
             raise ValueError(f"the chat template gives different splice points in one batch: {sorted(biases)}")
