@@ -30,7 +30,7 @@ import sys
 import tarfile
 import time
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -461,6 +461,11 @@ def load_pair_images(work: Path, rows: list[dict], size: int) -> torch.Tensor:
     return torch.stack([load_image(str(work / "data" / r["image"]), size) for r in rows])
 
 
+def image_embedding(vit, proj, pixels: torch.Tensor) -> torch.Tensor:
+    """The IQ-Former reads every token, so align the mean of the projected tokens (MiniLM mean-pools too)."""
+    return torch.nn.functional.normalize(proj(vit(pixel_values=pixels).last_hidden_state).mean(1), dim=-1)
+
+
 def stage_vision(work: Path, recipe: Recipe) -> None:
     from safetensors.torch import save_file
     from transformers import ViTConfig, ViTModel
@@ -490,8 +495,7 @@ def stage_vision(work: Path, recipe: Recipe) -> None:
             x = images[idx]
             flip = torch.rand(len(idx), generator=gen) < 0.5  # mirror half: pictures keep their meaning
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            # The IQ-Former reads every token, so align the mean of the projected tokens (MiniLM mean-pools too).
-            v = torch.nn.functional.normalize(proj(vit(pixel_values=x).last_hidden_state).mean(1), dim=-1)
+            v = image_embedding(vit, proj, x)
             t = targets[idx]
             unique = t @ t.t() > 0.999  # identical captions are not negatives
             logits = (v @ t.t()) * logit_scale.exp().clamp(max=100)
@@ -513,7 +517,7 @@ def stage_vision(work: Path, recipe: Recipe) -> None:
     # Held-out check of the frozen encoder alone: caption embedding -> image, among all held-out pairs.
     test = read_jsonl(work / "data" / "pairs-test.jsonl")
     with torch.no_grad():
-        vt = torch.nn.functional.normalize(proj(vit.eval()(pixel_values=load_pair_images(work, test, recipe.image_size)).last_hidden_state).mean(1), dim=-1)
+        vt = image_embedding(vit.eval(), proj, load_pair_images(work, test, recipe.image_size))
     r = retrieval_recall(sentence_embeddings(work, [r["caption"] for r in test]) @ vt.t())
     (out / "eval.json").write_text(json.dumps({"held_out_pairs": len(test), **r}, indent=2) + "\n")
     log(f"vision: held-out caption->image {r}")
@@ -621,11 +625,15 @@ def dialogue_subset(work: Path, recipe: Recipe) -> Path:
     return path
 
 
+def _dialogue_stage(work: Path, recipe: Recipe, name: str, train_data: Path) -> None:
+    """The zero-resource dialogue stage from the pre-trained model (the full model and its control share it)."""
+    _run_stage(work, name, stage="dialogue", init_from=str(work / "pretrain" / "final"), train_data=str(train_data),
+               seed=recipe.seed, batch_size=recipe.dialogue_batch, grad_accum=1, lr=2e-4, weight_decay=0.0, epochs=1,
+               warmup_steps=0, schedule="linear", label_rule="response_eos", save_every=100, eval_every_epoch=False)
+
+
 def stage_dialogue(work: Path, recipe: Recipe) -> None:
-    _run_stage(work, "dialogue", stage="dialogue", init_from=str(work / "pretrain" / "final"),
-               train_data=str(dialogue_subset(work, recipe)), seed=recipe.seed, batch_size=recipe.dialogue_batch,
-               grad_accum=1, lr=2e-4, weight_decay=0.0, epochs=1, warmup_steps=0, schedule="linear",
-               label_rule="response_eos", save_every=100, eval_every_epoch=False)
+    _dialogue_stage(work, recipe, "dialogue", dialogue_subset(work, recipe))
 
 
 class WithoutKnowledge(torch.nn.Module):
@@ -658,10 +666,7 @@ def stage_ablation(work: Path, recipe: Recipe) -> None:
     steer the LLM, but cannot depend on the dialogue. What (2) loses against the full model is what the
     context-dependent knowledge brings."""
     train = blank_knowledge(dialogue_subset(work, recipe), work / "data" / "dialogue-train-subset-blank.jsonl")
-    _run_stage(work, "ablation", stage="dialogue", init_from=str(work / "pretrain" / "final"),
-               train_data=str(train), seed=recipe.seed, batch_size=recipe.dialogue_batch,
-               grad_accum=1, lr=2e-4, weight_decay=0.0, epochs=1, warmup_steps=0, schedule="linear",
-               label_rule="response_eos", save_every=100, eval_every_epoch=False)
+    _dialogue_stage(work, recipe, "ablation", train)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -731,12 +736,10 @@ GOLDEN_CONTEXTS = 6
 
 
 @torch.no_grad()
-def quantisation_check(model, bundle: Path, examples: list[dict]) -> dict:
-    """How far the shipped (partly int8) bundle is from the float PyTorch model on held-out contexts."""
-    from .onnx_runner import BundleRunner
-
-    runner = BundleRunner(bundle)
+def quantisation_check(model, runner, examples: list[dict]) -> dict:
+    """How far the shipped (int8-weight) bundle is from the float PyTorch model on held-out contexts."""
     fmt = runner.formatter
+    pad, eos = runner.tokens["llm_pad_token_id"], runner.tokens["llm_eos_token_id"]
     cosines, same_first, same_greedy = [], 0, 0
     for e in examples:
         x = fmt(e["context"])
@@ -744,9 +747,9 @@ def quantisation_check(model, bundle: Path, examples: list[dict]) -> dict:
         _, got = runner.encode_knowledge([x.text_ids])
         cosines.append(float(torch.nn.functional.cosine_similarity(ref[0], torch.from_numpy(got[0]), dim=-1).mean()))
         want = model.generate(torch.tensor([x.text_ids]), torch.ones(1, len(x.text_ids), dtype=torch.long), [x.prompt_ids],
-                              [x.splice_at], pad_id=2, eos_token_id=2, do_sample=False, num_beams=1, max_new_tokens=16)[0].tolist()
+                              [x.splice_at], pad_id=pad, eos_token_id=eos, do_sample=False, num_beams=1, max_new_tokens=16)[0].tolist()
         have = runner.greedy([e["context"]], 16)[0]
-        want = want[: want.index(2) + 1] if 2 in want else want
+        want = want[: want.index(eos) + 1] if eos in want else want
         same_first += int(want[:1] == have[:1])
         same_greedy += int(want == have)
     n = len(examples)
@@ -754,23 +757,18 @@ def quantisation_check(model, bundle: Path, examples: list[dict]) -> dict:
             "same_greedy_16": same_greedy / n}
 
 
-def score_bundle(bundle: Path, examples: list[dict]) -> dict:
+def score_bundle(runner, examples: list[dict]) -> dict:
     """The generation metrics of the shipped bundle itself (beam 3, no-repeat-3-gram, 32 new tokens)."""
     from .metrics import evaluate as score
-    from .onnx_runner import BundleRunner
 
-    runner = BundleRunner(bundle)
     tok = runner.formatter.llm_tokenizer
     hyps = [tok.decode(ids, skip_special_tokens=True).strip()
             for ids in tqdm(runner.beam_search([e["context"] for e in examples], GENERATION["max_new_tokens"]), desc="bundle")]
     return {**score(hyps, [e["response"].strip() for e in examples]), "examples": len(examples)}
 
 
-def write_runtime_golden(bundle: Path, examples: list[dict], path: Path, new_tokens: int = 16) -> None:
+def write_runtime_golden(runner, examples: list[dict], path: Path, new_tokens: int = 16) -> None:
     """What any runtime must reproduce on the shipped bundle, written by the Python ONNX reference runner."""
-    from .onnx_runner import BundleRunner
-
-    runner = BundleRunner(bundle)
     cases = []
     for e in examples:
         inputs, _, _, _ = runner.prefill_inputs([e["context"]])
@@ -788,6 +786,7 @@ def write_runtime_golden(bundle: Path, examples: list[dict], path: Path, new_tok
 def stage_export(work: Path, recipe: Recipe, bundle: Path | None) -> None:
     from .data import read_jsonl
     from .export import write_bundle
+    from .onnx_runner import BundleRunner
     from .train import load_checkpoint
 
     final = work / "dialogue" / "final"
@@ -799,9 +798,10 @@ def stage_export(work: Path, recipe: Recipe, bundle: Path | None) -> None:
                             quantize=["knowledge_encoder", "embed_tokens", "decoder_model_merged"])
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     test = read_jsonl(work / "data" / "dialogue-test.jsonl")
-    check = quantisation_check(model, out, test[:50])
-    write_runtime_golden(out, test[:GOLDEN_CONTEXTS], out.parent / "golden.json")
-    shipped = score_bundle(out, test[: recipe.eval_examples])
+    runner = BundleRunner(out)  # one reference runner for the three checks
+    check = quantisation_check(model, runner, test[:50])
+    write_runtime_golden(runner, test[:GOLDEN_CONTEXTS], out.parent / "golden.json")
+    shipped = score_bundle(runner, test[: recipe.eval_examples])
     report = {"bundle_bytes": size, "parameters": manifest["model"]["parameters"], "int8_vs_float": check,
               "shipped_bundle_eval": shipped}
     (work / "export.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -840,7 +840,6 @@ def run_mini(work: Path, bundle: Path | None = None, until: str | None = None, r
     if recipe is None:
         recipe = Recipe(**json.loads(recipe_file.read_text())) if recipe_file.exists() else Recipe()
     recipe_file.write_text(json.dumps(asdict(recipe), indent=2) + "\n")
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     for stage in STAGES:
         done = work / f"{stage}.done"
         if done.exists():
