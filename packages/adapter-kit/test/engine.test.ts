@@ -1,12 +1,11 @@
 // End to end on the tiny random bundle: engineResponder behind a ChatBot, with a recording outbox.
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Engine } from '@vikdf/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChatBot, DEFAULT_APOLOGY, engineResponder } from '../src/index.js';
 import { RecordingOutbox, message } from './helpers.js';
+import { tinyBundle } from '@vikdf/test-support';
 
-const bundle = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tiny-random');
+const bundle = tinyBundle;
 const GREEDY = { numBeams: 1, doSample: false, maxNewTokens: 12 } as const;
 
 let engine: Engine;

@@ -6,10 +6,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { tinyBundle, tinyGoldenPath } from '@vikdf/test-support';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const cli = path.join(root, 'dist', 'cli.js');
-const bundle = path.resolve(root, '../../test/fixtures/tiny-random');
+const bundle = tinyBundle;
 const run = promisify(execFile);
 
 async function vikdf(...args: string[]) {
@@ -28,7 +29,7 @@ describe('vikdf CLI (built)', () => {
   });
 
   it('generate prints the same reply as the golden greedy run', async () => {
-    const golden = JSON.parse(await readFile(path.resolve(bundle, '../tiny-random.golden.json'), 'utf8'));
+    const golden = JSON.parse(await readFile(tinyGoldenPath, 'utf8'));
     const row = golden.cases[0].rows[0];
     const out = await vikdf('generate', bundle, '--context', row.turns[0], '--greedy', '--max-new-tokens', '16', '--json');
     expect(out.code).toBe(0);

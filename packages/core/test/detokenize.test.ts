@@ -1,10 +1,10 @@
 // StreamDecoder: one id at a time, never a partial character, and the chunks add up to decode(all ids).
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { BundleTokenizer, StreamDecoder } from '../src/index.js';
+import { tinyBundle } from '@vikdf/test-support';
 
-const bundleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tiny-random');
+const bundleDir = tinyBundle;
 const llmTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'llm_tokenizer/tokenizer.json'));
 
 /**

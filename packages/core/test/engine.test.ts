@@ -3,12 +3,11 @@
 import { cp, readFile, writeFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BundleError, Engine, VikdfError, type GenerationResult } from '../src/index.js';
+import { tinyBundle, tinyGoldenPath } from '@vikdf/test-support';
 
-const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures');
-const bundle = path.join(fixtures, 'tiny-random');
+const bundle = tinyBundle;
 
 interface GoldenRow {
   turns: string[];
@@ -18,7 +17,7 @@ interface GoldenRow {
   beam3_no_repeat3_ids: number[];
 }
 const golden: { new_tokens: number; cases: { name: string; rows: GoldenRow[] }[] } = JSON.parse(
-  await readFile(path.join(fixtures, 'tiny-random.golden.json'), 'utf8'),
+  await readFile(tinyGoldenPath, 'utf8'),
 );
 const rows = golden.cases.flatMap((c) => c.rows.map((r) => ({ ...r, name: c.name })));
 // The golden greedy run has no n-gram constraint (the manifest's default of 3 is for beam search).

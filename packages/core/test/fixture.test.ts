@@ -3,13 +3,12 @@
 // knowledge encoder and the first decoder step (the full generation parity lands with the engine).
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { verifyBundle, type BundleManifest as Manifest } from '../src/index.js';
+import { tinyBundle, tinyGoldenPath } from '@vikdf/test-support';
 
-const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures');
-const bundleDir = path.join(fixtures, 'tiny-random');
+const bundleDir = tinyBundle;
 
 interface GoldenRow {
   text_input_ids: number[];
@@ -31,7 +30,7 @@ async function session(manifest: Manifest, graph: keyof Manifest['graphs']) {
 
 describe('test/fixtures/tiny-random', async () => {
   const manifest = await verifyBundle(bundleDir);
-  const golden: Golden = JSON.parse(await readFile(path.join(fixtures, 'tiny-random.golden.json'), 'utf8'));
+  const golden: Golden = JSON.parse(await readFile(tinyGoldenPath, 'utf8'));
   const rows = golden.cases.flatMap((c) => c.rows);
 
   it('declares the inputs and outputs its ONNX graphs really have', async () => {

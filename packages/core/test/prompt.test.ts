@@ -2,12 +2,11 @@
 // golden row (training/vikdf/data.py `DialogueFormatter`), and the official Llama-2 rendering.
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { BundleTokenizer, PromptFormatter, dialogueMessages, readManifest, type BundleManifest } from '../src/index.js';
+import { tinyBundle, tinyGoldenPath } from '@vikdf/test-support';
 
-const fixtures = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures');
-const bundleDir = path.join(fixtures, 'tiny-random');
+const bundleDir = tinyBundle;
 
 interface GoldenRow {
   turns: string[];
@@ -20,7 +19,7 @@ const manifest = await readManifest(bundleDir);
 const textTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'text_tokenizer/tokenizer.json'));
 const llmTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'llm_tokenizer/tokenizer.json'));
 const golden: { cases: { name: string; rows: GoldenRow[] }[] } = JSON.parse(
-  await readFile(path.join(fixtures, 'tiny-random.golden.json'), 'utf8'),
+  await readFile(tinyGoldenPath, 'utf8'),
 );
 const rows = golden.cases.flatMap((c) => c.rows.map((row, i) => ({ name: `${c.name}[${i}]`, row })));
 

@@ -3,11 +3,11 @@
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { BundleError, BundleTokenizer } from '../src/index.js';
+import { tinyBundle } from '@vikdf/test-support';
 
-const bundleDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tiny-random');
+const bundleDir = tinyBundle;
 const textTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'text_tokenizer/tokenizer.json'));
 const llmTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'llm_tokenizer/tokenizer.json'));
 

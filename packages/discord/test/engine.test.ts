@@ -1,12 +1,11 @@
 // End to end: the real discord.js client, the fake Discord, and the tiny random VIKDF bundle on ONNX Runtime.
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Engine } from '@vikdf/core';
 import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { DiscordBot } from '../src/index.js';
 import { FakeDiscord } from './fake-discord.js';
+import { tinyBundle } from '@vikdf/test-support';
 
-const bundle = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/tiny-random');
+const bundle = tinyBundle;
 const GREEDY = { numBeams: 1, doSample: false, maxNewTokens: 12 } as const;
 
 let engine: Engine;

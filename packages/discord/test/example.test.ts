@@ -2,12 +2,11 @@
 // Discord, answers a mention with the tiny model, and stops on SIGTERM.
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, it } from 'vitest';
 import { FakeDiscord } from './fake-discord.js';
+import { repoRoot, tinyBundle } from '@vikdf/test-support';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const script = path.join(root, 'examples/discord-bot/index.mjs');
+const script = path.join(repoRoot, 'examples/discord-bot/index.mjs');
 
 let fake: FakeDiscord | undefined;
 let child: ChildProcess | undefined;
@@ -18,7 +17,7 @@ afterEach(async () => {
 
 function run(env: Record<string, string>) {
   const proc = spawn(process.execPath, [script], {
-    cwd: root,
+    cwd: repoRoot,
     env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -54,7 +53,7 @@ it('says what is missing when DISCORD_TOKEN is not set', async () => {
 
 it('answers a mention with the model and stops on SIGTERM', async () => {
   fake = await FakeDiscord.start();
-  const p = run({ DISCORD_TOKEN: fake.token, DISCORD_API_URL: fake.api, VIKDF_BUNDLE: path.join(root, 'test/fixtures/tiny-random') });
+  const p = run({ DISCORD_TOKEN: fake.token, DISCORD_API_URL: fake.api, VIKDF_BUNDLE: tinyBundle });
   child = p.proc;
   await p.waitFor(/logged in as vikdf/);
   const question = fake.mention(fake.general, 'hello from the test');

@@ -1,13 +1,12 @@
 // Test helpers: scripted responders, a recording logger, bots wired to a FakeSlack, and cleanup.
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ConversationRef, InboundMessage, ReplyOptions, Responder } from '@vikdf/adapter-kit';
 import { LogLevel, type Logger } from '@slack/bolt';
 import { SlackBot, type SlackBotOptions } from '../src/index.js';
 import { FAKE_BOT_TOKEN, FakeSlack, eventCallback } from './fake-slack.js';
+import { repoRoot, tinyBundle } from '@vikdf/test-support';
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const bundle = path.join(repoRoot, 'test/fixtures/tiny-random');
+export { repoRoot };
+export const bundle = tinyBundle;
 
 export const BOT_TOKEN = FAKE_BOT_TOKEN;
 export const APP_TOKEN = 'xapp-test-token';

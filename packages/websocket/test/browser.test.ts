@@ -1,24 +1,13 @@
 /// <reference lib="dom" />
-// The chat page in headless Chromium (Debian's chromium, driven by playwright-core): it loads, shows the model and
-// the device, streams a reply, stops one, resets, and signs in with a token. No silent skip: without
-// /usr/bin/chromium every test here fails and says how to install it.
-import { existsSync } from 'node:fs';
+// The chat page in headless Chromium (from the npm package @sparticuz/chromium, driven by playwright-core: no
+// root, no apt): it loads, shows the model and the device, streams a reply, stops one, resets, and signs in
+// with a token. No silent skip: when the browser cannot start, every test here fails and says why.
 import type { Engine } from '@vikdf/core';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { launchBrowser } from '@vikdf/test-support';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerOptions } from '../src/index.js';
 import { closeAll, loadEngine, startServer } from './helpers.js';
-
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 
 let engine: Engine;
 let browser: Browser | undefined;
@@ -26,17 +15,10 @@ let launchError: Error | undefined;
 
 beforeAll(async () => {
   engine = await loadEngine();
-  if (!existsSync(CHROMIUM)) {
-    launchError = new Error(
-      `Chromium is not installed at ${CHROMIUM}. The browser test needs Debian's chromium package: ` +
-        'apt-get update && apt-get install -y chromium (.ci/run does this before pnpm test).',
-    );
-    return;
-  }
   try {
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: FLAGS, headless: true, timeout: 60_000 });
+    browser = await launchBrowser();
   } catch (err) {
-    launchError = new Error(`Chromium at ${CHROMIUM} did not start: ${(err as Error).message}`);
+    launchError = err as Error;
   }
 }, 90_000);
 

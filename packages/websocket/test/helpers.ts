@@ -1,13 +1,12 @@
 // Test helpers: the tiny fixture engine, servers on free loopback ports, and raw `ws` clients that record every
 // frame. Everything opened here is closed by `closeAll()` (call it in afterEach).
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Engine } from '@vikdf/core';
 import { WebSocket, type ClientOptions as WsOptions } from 'ws';
 import { createServer, type ServerFrame, type ServerOptions, type VikdfServer } from '../src/index.js';
+import { repoRoot, tinyBundle } from '@vikdf/test-support';
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const bundle = path.join(repoRoot, 'test/fixtures/tiny-random');
+export { repoRoot };
+export const bundle = tinyBundle;
 
 /** Greedy, streamed token by token, and long enough to cancel midway. */
 export const GREEDY = { numBeams: 1, doSample: false } as const;
