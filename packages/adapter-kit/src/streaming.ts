@@ -42,6 +42,19 @@ export interface StreamedReply {
 
 const ABORTED = Symbol('aborted');
 
+/**
+ * Failed edits tolerated in a row. An edit replaces a message's whole text, so a failed one is not lost: the
+ * next attempt carries the latest text. Retried after max(editIntervalMs, 250 ms), doubling each time; then the
+ * failure is thrown (a platform that keeps failing, or refusing, is reported after about 1.75 s to 7 s).
+ */
+export const EDIT_RETRIES = 3;
+const MIN_EDIT_RETRY_MS = 250;
+
+/** An edit that failed (the platform library had retried it already, where it retries). */
+class EditFailed {
+  constructor(readonly error: unknown) {}
+}
+
 export class StreamingReply {
   private readonly editIntervalMs: number;
   private readonly typingIntervalMs: number;
@@ -71,8 +84,10 @@ export class StreamingReply {
    * Streams `stream` into messages: the first text is sent at once, later text is applied by edits at most once
    * per `editIntervalMs` (an edit never starts before the previous write finished), text beyond `maxLength`
    * finishes the current message (split as `splitMessage` does) and continues in new ones, and the final text is
-   * always flushed. An aborted `signal` stops reading; what came so far is flushed and returned. Errors of the
-   * stream and of send/edit are thrown once the write in progress has finished.
+   * always flushed. An aborted `signal` stops reading; what came so far is flushed and returned. A failed edit is
+   * tried again with the latest text (`EDIT_RETRIES` times in a row, backing off), since a later edit carries
+   * everything; errors of the stream, of a send, and of an edit that keeps failing are thrown once the write in
+   * progress has finished. A send is never repeated here: it could post the same text twice.
    */
   async run(stream: AsyncIterable<string>, signal?: AbortSignal): Promise<StreamedReply> {
     if (this.used) throw new Error('StreamingReply.run: each StreamingReply streams one reply');
@@ -102,7 +117,11 @@ export class StreamingReply {
       lastWrite = Date.now();
       if (current) {
         if (current.shown === text) return;
-        await outbox.edit(current.ref, text);
+        try {
+          await outbox.edit(current.ref, text);
+        } catch (error) {
+          throw new EditFailed(error);
+        }
         current.shown = text;
       } else {
         const first = messages.length === 0 && this.opts.replyTo !== undefined;
@@ -186,6 +205,7 @@ export class StreamingReply {
       }
     })();
 
+    let failedEdits = 0; // in a row
     try {
       if (this.opts.placeholder !== undefined) await write(this.opts.placeholder);
       for (;;) {
@@ -197,11 +217,24 @@ export class StreamingReply {
           });
           continue;
         }
-        if (current) await sleep(lastWrite + this.editIntervalMs - Date.now());
+        const wait = failedEdits ? Math.max(this.editIntervalMs, MIN_EDIT_RETRY_MS) * 2 ** (failedEdits - 1) : this.editIntervalMs;
+        if (current) await sleep(lastWrite + wait - Date.now());
         rethrow();
-        await sync();
+        try {
+          await sync();
+          failedEdits = 0;
+        } catch (error) {
+          if (!(error instanceof EditFailed)) throw error;
+          if (++failedEdits > EDIT_RETRIES) throw error.error;
+        }
       }
-      if (!wroteText && !signal?.aborted && this.opts.emptyText !== undefined) await write(this.opts.emptyText);
+      if (!wroteText && !signal?.aborted && this.opts.emptyText !== undefined) {
+        try {
+          await write(this.opts.emptyText);
+        } catch (error) {
+          throw error instanceof EditFailed ? error.error : error;
+        }
+      }
       return { text: raw, messages };
     } finally {
       stop.abort();

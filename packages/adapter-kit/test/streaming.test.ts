@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { StreamingReply } from '../src/index.js';
+import { EDIT_RETRIES } from '../src/streaming.js';
 import { Feed, RecordingOutbox } from './helpers.js';
 
 beforeEach(() => {
@@ -193,8 +194,9 @@ describe('StreamingReply', () => {
     expect(outbox.typings.length).toBe(pulses);
   });
 
-  it('rethrows a platform error and stops reading the stream', async () => {
+  it('rethrows a platform error that persists, after retrying the edit, and stops reading the stream', async () => {
     const outbox = new RecordingOutbox();
+    const edit = vi.spyOn(outbox, 'edit');
     const feed = new Feed();
     const run = new StreamingReply(outbox, { editIntervalMs: 10 }).run(feed);
     const settled = run.catch((e: Error) => e);
@@ -203,8 +205,36 @@ describe('StreamingReply', () => {
     outbox.failEdits = new Error('Missing Permissions');
     feed.push('b');
     await tick(100);
+    expect(edit).toHaveBeenCalledTimes(1); // retried after 250, 500 and 1000 ms
+    await tick(250 + 500 + 1000);
     expect(await settled).toMatchObject({ message: 'Missing Permissions' });
+    expect(edit).toHaveBeenCalledTimes(1 + EDIT_RETRIES);
     expect(feed.returned).toBe(true);
+  });
+
+  it('retries a failed edit with the latest text, backing off, and completes the reply in its one message', async () => {
+    const outbox = new RecordingOutbox();
+    const edit = vi.spyOn(outbox, 'edit');
+    const feed = new Feed();
+    const run = new StreamingReply(outbox, { editIntervalMs: 100 }).run(feed);
+    feed.push('one');
+    await tick();
+    outbox.failEdits = new Error('HTTP 502');
+    feed.push(' two');
+    await tick(100); // the edit to "one two" fails
+    expect(edit).toHaveBeenCalledTimes(1);
+    feed.push(' three');
+    feed.end();
+    await tick(249);
+    expect(edit).toHaveBeenCalledTimes(1); // the retry waits max(editIntervalMs, 250 ms)
+    await tick(1); // fails again: the next waits twice as long
+    expect(edit).toHaveBeenCalledTimes(2);
+    outbox.failEdits = undefined;
+    await tick(500);
+    expect(await run).toEqual({ text: 'one two three', messages: [{ id: 'm1' }] });
+    // The failed edit carried "one two"; each retry the latest text.
+    expect(edit.mock.calls.map(([, text]) => text)).toEqual(['one two', 'one two three', 'one two three']);
+    expect(outbox.messages()).toEqual(['one two three']);
   });
 
   it('stops at an abort and flushes what came so far', async () => {
