@@ -1,6 +1,7 @@
 /**
  * The kit's Outbox on a Discord channel, and the channel's history as context.
  */
+import { randomBytes } from 'node:crypto';
 import type { Outbox, SentRef } from '@vikdf/adapter-kit';
 import type { Message, SendableChannels } from 'discord.js';
 import { messageText } from './normalize.js';
@@ -16,7 +17,9 @@ export interface ChannelOutboxOptions {
 /**
  * Sends, edits and types in `channel`. Model text never pings anyone (`@everyone`, roles and users are
  * shown, not notified); only the reply reference may notify the person asked. Rate limits (429) are waited
- * out and retried by discord.js's REST queue.
+ * out and retried by discord.js's REST queue, and so are 5xx. Each send carries a nonce that Discord enforces
+ * (`enforce_nonce`): when a send is retried after Discord created the message but failed to answer (a 502 on
+ * the way back), Discord returns that message instead of posting it twice.
  */
 export function channelOutbox(channel: SendableChannels, opts: ChannelOutboxOptions = {}): Outbox {
   const repliedUser = opts.mentionOnReply ?? true;
@@ -25,6 +28,8 @@ export function channelOutbox(channel: SendableChannels, opts: ChannelOutboxOpti
     async send(text, { replyTo }): Promise<SentRef> {
       const sent = await channel.send({
         content: text,
+        nonce: newNonce(),
+        enforceNonce: true,
         allowedMentions: { parse: [], repliedUser },
         ...(replyTo ? { reply: { messageReference: replyTo, failIfNotExists: false } } : {}),
       });
@@ -37,6 +42,11 @@ export function channelOutbox(channel: SendableChannels, opts: ChannelOutboxOpti
       await channel.sendTyping();
     },
   };
+}
+
+/** A nonce for one send: Discord takes up to 25 characters. */
+function newNonce(): string {
+  return randomBytes(12).toString('base64url').slice(0, 16);
 }
 
 /**

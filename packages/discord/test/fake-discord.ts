@@ -70,6 +70,7 @@ export class FakeDiscord {
   private sessionId = '';
   private readonly dispatched: { s: number; frame: string }[] = [];
   private readonly rateLimits: { method: string; path: RegExp; count: number; retryAfter: number }[] = [];
+  private readonly failures: { method: string; path: RegExp; status: number; count: number; afterEffect: boolean }[] = [];
   private readonly listeners = new Set<() => void>();
 
   private constructor(
@@ -118,6 +119,15 @@ export class FakeDiscord {
   /** The next `count` requests matching `method` and `path` get a 429 asking to retry after `retryAfter` seconds. */
   rateLimit(method: string, path: RegExp, count = 1, retryAfter = 0.05): void {
     this.rateLimits.push({ method, path, count, retryAfter });
+  }
+
+  /**
+   * The next `count` requests matching `method` and `path` get HTTP `status` (a 5xx); with `afterEffect`, the
+   * request takes effect first (a message is created or edited) and the error comes after, as when a proxy in
+   * front of Discord fails on the way back.
+   */
+  failNext(method: string, path: RegExp, status: number, count = 1, opts: { afterEffect?: boolean } = {}): void {
+    this.failures.push({ method, path, status, count, afterEffect: opts.afterEffect ?? false });
   }
 
   /** Cuts the gateway connection without a close frame (a network drop). */
@@ -395,6 +405,25 @@ export class FakeDiscord {
       );
     }
 
+    const failure = this.failures.find((f) => f.method === method && f.path.test(path) && f.count > 0);
+    if (failure) {
+      failure.count--;
+      if (failure.afterEffect) {
+        const done = await new Promise<number>((resolve) => void this.route(method, path, url, body, (status) => resolve(status)));
+        if (done >= 400) throw new Error(`fake Discord: ${method} ${path} failed (${done}) before its injected failure`);
+      }
+      return reply(failure.status, { message: `${failure.status}: injected failure`, code: 0 });
+    }
+    return this.route(method, path, url, body, reply);
+  }
+
+  private async route(
+    method: string,
+    path: string,
+    url: URL,
+    body: Record<string, unknown> | undefined,
+    reply: (status: number, data?: unknown, headers?: Record<string, string>) => void,
+  ): Promise<void> {
     let m: RegExpExecArray | null;
     if (method === 'GET' && path === '/gateway/bot') {
       return reply(200, { url: this.wsUrl, shards: 1, session_start_limit: { total: 1000, remaining: 999, reset_after: 0, max_concurrency: 1 } });
@@ -415,9 +444,16 @@ export class FakeDiscord {
         if (content.length > 2000) {
           return reply(400, { message: 'Invalid Form Body', code: 50035, errors: { content: { _errors: [{ code: 'BASE_TYPE_MAX_LENGTH' }] } } });
         }
+        // enforce_nonce: a message of the same author with the same nonce (a retried request) is returned again.
+        const nonce = body?.nonce === undefined ? undefined : String(body.nonce);
+        if (nonce !== undefined && body?.enforce_nonce === true) {
+          const again = list.find((x) => x.nonce === nonce && (x.author as User).id === this.bot.id);
+          if (again) return reply(200, again);
+        }
         const ref = body?.message_reference as { message_id?: string } | undefined;
         const replyTo = ref?.message_id ? list.find((x) => x.id === ref.message_id) : undefined;
         const message = this.message(channelId, this.bot, content, [], replyTo);
+        if (nonce !== undefined) message.nonce = nonce;
         this.dispatch('MESSAGE_CREATE', message); // Discord echoes the bot's own messages
         return reply(200, message);
       }
