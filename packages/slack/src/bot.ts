@@ -56,7 +56,10 @@ export interface SlackBotOptions {
   maxPendingPerConversation?: number;
   /** Minimum time between two chat.update edits of a streamed reply. Default 1500 ms (chat.update is rate limited). */
   editIntervalMs?: number;
-  /** How long a delivered event id / message ts is remembered to drop redeliveries. */
+  /**
+   * How long a delivered event id / message ts is remembered to drop redeliveries. Default 15 minutes: Slack
+   * retries a delivery up to three times, the last about five minutes after the one before.
+   */
   dedupeTtlMs?: number;
   /** Answer top-level direct messages in a thread too. Default false: the DM itself is the conversation. */
   threadDMs?: boolean;
@@ -86,6 +89,11 @@ const DEFAULT_EDIT_INTERVAL_MS = 1500;
 const DEFAULT_MAX_LENGTH = 3000;
 const DEFAULT_HISTORY_LIMIT = 20;
 const KNOWN_THREADS_MAX = 5000;
+/**
+ * Slack retries a failed delivery (no ack, a timeout) nearly at once, after one minute and after five minutes,
+ * so its last retry can come six minutes or more after the first delivery: it must still be recognised.
+ */
+export const SLACK_DEDUPE_TTL_MS = 15 * 60_000;
 
 export class SlackBot extends EventEmitter<SlackBotEvents> {
   readonly mode: SlackMode;
@@ -144,7 +152,8 @@ export class SlackBot extends EventEmitter<SlackBotEvents> {
       ...opts.clientOptions,
       ...(opts.slackApiUrl !== undefined ? { slackApiUrl: opts.slackApiUrl } : {}),
     };
-    this.deliveries = new Deduper({ ...(opts.dedupeTtlMs !== undefined ? { ttlMs: opts.dedupeTtlMs } : {}) });
+    const dedupeTtlMs = opts.dedupeTtlMs ?? SLACK_DEDUPE_TTL_MS;
+    this.deliveries = new Deduper({ ttlMs: dedupeTtlMs });
     this.chat = new ChatBot({
       responder,
       ...(opts.policy !== undefined ? { policy: opts.policy } : {}),
@@ -152,7 +161,7 @@ export class SlackBot extends EventEmitter<SlackBotEvents> {
       ...(opts.placeholder !== undefined ? { placeholder: opts.placeholder } : {}),
       ...(opts.emptyReply !== undefined ? { emptyReply: opts.emptyReply } : {}),
       ...(opts.maxPendingPerConversation !== undefined ? { maxPendingPerConversation: opts.maxPendingPerConversation } : {}),
-      ...(opts.dedupeTtlMs !== undefined ? { dedupeTtlMs: opts.dedupeTtlMs } : {}),
+      dedupeTtlMs, // the same message may come as app_mention and as message, each retried
       editIntervalMs: opts.editIntervalMs ?? DEFAULT_EDIT_INTERVAL_MS,
     });
     this.chat.on('error', (err, msg) => {

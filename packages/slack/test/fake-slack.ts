@@ -13,6 +13,21 @@ export interface ApiCall {
   token: string | undefined;
   /** What the fake answered. */
   response: Record<string, unknown>;
+  /** The HTTP status it answered with (200 unless a failure was injected with `failNext`). */
+  status: number;
+}
+
+/** An injected HTTP failure of a Web API method (see `FakeSlack.failNext`). */
+export interface InjectedFailure {
+  method: string;
+  /** 429 (with Retry-After) or a 5xx. */
+  status: number;
+  /** How many calls still get it. */
+  count: number;
+  /** Seconds, for a 429's Retry-After header (default 1: the Web API client reads whole seconds). */
+  retryAfter?: number;
+  /** Take effect first, then fail (a 5xx from a proxy after Slack did the work): a retry repeats it. */
+  afterEffect?: boolean;
 }
 
 /** A message the bot posted, with every text it was edited to (the first entry is the posted text). */
@@ -96,6 +111,7 @@ export class FakeSlack {
   private readonly server: Server;
   private readonly wss: WebSocketServer;
   private readonly validBotToken: (token: string) => boolean;
+  private readonly failures: InjectedFailure[] = [];
   private readonly sent = new Set<string>();
   private tsCounter = 0;
   private envelopeCounter = 0;
@@ -108,8 +124,8 @@ export class FakeSlack {
     this.validBotToken = opts.validBotToken ?? ((t) => t === FAKE_BOT_TOKEN);
     this.server = createServer((req, res) => {
       void this.onRequest(req).then(
-        (body) => {
-          res.writeHead(200, { 'content-type': 'application/json' });
+        ({ status, body, headers }) => {
+          res.writeHead(status, { 'content-type': 'application/json', ...headers });
           res.end(JSON.stringify(body));
         },
         (err: unknown) => {
@@ -136,6 +152,14 @@ export class FakeSlack {
 
   get socketUrl(): string {
     return `ws://127.0.0.1:${this.port}/socket`;
+  }
+
+  /**
+   * The next `count` calls of `method` get HTTP `status` instead of their answer: a 429 with a Retry-After
+   * header, or a 5xx; with `afterEffect`, the call takes effect before the failure is returned.
+   */
+  failNext(method: string, status: number, count = 1, opts: { retryAfter?: number; afterEffect?: boolean } = {}): void {
+    this.failures.push({ method, status, count, ...opts });
   }
 
   callsTo(method: string): ApiCall[] {
@@ -225,7 +249,7 @@ export class FakeSlack {
 
   // --- Web API -----------------------------------------------------------------------------------------------
 
-  private async onRequest(req: IncomingMessage): Promise<unknown> {
+  private async onRequest(req: IncomingMessage): Promise<{ status: number; body: unknown; headers: Record<string, string> }> {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -240,10 +264,18 @@ export class FakeSlack {
     const token = auth?.startsWith('Bearer ') ? auth.slice(7) : (params.token as string | undefined);
     const method = url.pathname.replace(/^\/api\//, '');
     this.log.push(`api:${method}`);
+    const failure = this.failures.find((f) => f.method === method && f.count > 0);
+    if (failure) {
+      failure.count--;
+      const response = failure.afterEffect ? this.answer(method, params, token) : {};
+      const body = failure.status === 429 ? { ok: false, error: 'ratelimited' } : { ok: false, error: 'fatal_error' };
+      this.calls.push({ method, params, token, response, status: failure.status });
+      return { status: failure.status, body, headers: failure.status === 429 ? { 'retry-after': String(failure.retryAfter ?? 1) } : {} };
+    }
     const response = this.answer(method, params, token);
     // Recorded after the answer took effect, so that a waiter sees the posted/edited message.
-    this.calls.push({ method, params, token, response });
-    return response;
+    this.calls.push({ method, params, token, response, status: 200 });
+    return { status: 200, body: response, headers: {} };
   }
 
   private nextTs(): string {
