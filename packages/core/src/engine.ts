@@ -64,7 +64,11 @@ interface Task {
   inputs: DialogueInputs;
   options: ResolvedGenerationOptions;
   orderKey: string | undefined;
+  /** When generate() was called (timings count from here). */
   queuedAt: number;
+  /** When the task left the queue for the batch (its prefill began). */
+  admittedAt?: number;
+  /** When its first text was handed to the caller. */
   firstTokenAt?: number;
   aborted: boolean;
   failed: boolean;
@@ -154,6 +158,7 @@ export class Engine extends EventEmitter<EngineEvents> {
   }
 
   generate(request: GenerateRequest): Generation {
+    const queuedAt = performance.now(); // before the prompt is formatted and tokenised: that is the request's time too
     let task: Task | undefined;
     const handle = new Generation(() => {
       if (task) task.aborted = true;
@@ -173,7 +178,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         inputs,
         options,
         orderKey: request.orderKey,
-        queuedAt: performance.now(),
+        queuedAt,
         aborted: false,
         failed: false,
         rows: options.numBeams,
@@ -250,6 +255,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       if (rows > 0 && rows + t.rows > capacity) break;
       this.queue.splice(this.queue.indexOf(t), 1);
       if (t.orderKey !== undefined) this.busyKeys.add(t.orderKey);
+      t.admittedAt = performance.now();
       admitted.push(t);
       rows += t.rows;
       if (rows >= capacity) break;
@@ -402,7 +408,6 @@ export class Engine extends EventEmitter<EngineEvents> {
   private consume(t: Task, rows: Float32Array[]): number[] {
     if (t.finishReason) return [];
     try {
-      t.firstTokenAt ??= performance.now();
       if (t.steps++ < t.options.minNewTokens) {
         // Hugging Face's min_new_tokens: end-of-sequence is impossible until then.
         for (const row of rows) row[this.manifest.tokens.llm_eos_token_id] = -Infinity;
@@ -418,7 +423,7 @@ export class Engine extends EventEmitter<EngineEvents> {
           const cut = t.stop.checkText(t.text);
           t.text = cut.text;
           t.finishReason = cut.stop ? 'stop' : t.generated[t.generated.length - 1] === eos ? 'eos' : 'length';
-          t.handle.pushText(t.text, t.generated);
+          this.handOut(t, t.text, t.generated);
           return [];
         }
         return parents;
@@ -439,7 +444,7 @@ export class Engine extends EventEmitter<EngineEvents> {
       // Emit what is safe: never the start of a possible stop string.
       const safeEnd = t.finishReason ? t.text.length : t.text.length - t.stop.holdBack(t.text);
       if (safeEnd > t.emitted.length) {
-        t.handle.pushText(t.text.slice(t.emitted.length, safeEnd), [id]);
+        this.handOut(t, t.text.slice(t.emitted.length, safeEnd), [id]);
         t.emitted = t.text.slice(0, safeEnd);
       }
       return t.finishReason ? [] : [0];
@@ -447,6 +452,12 @@ export class Engine extends EventEmitter<EngineEvents> {
       this.failTask(t, err);
       return [];
     }
+  }
+
+  /** Hands text to the caller; the first text marks the task's first token (what a streaming client sees first). */
+  private handOut(t: Task, text: string, ids: number[]): void {
+    if (text) t.firstTokenAt ??= performance.now();
+    t.handle.pushText(text, ids);
   }
 
   private replaced(ids: number[]): number[] {
@@ -485,7 +496,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     if (reason === 'aborted' && !t.beam) {
       t.text += t.decoder.flush();
       try {
-        if (t.text.length > t.emitted.length) t.handle.pushText(t.text.slice(t.emitted.length), []);
+        if (t.text.length > t.emitted.length) this.handOut(t, t.text.slice(t.emitted.length), []);
       } catch (err) {
         this.failTask(t, err);
         return;
@@ -497,7 +508,13 @@ export class Engine extends EventEmitter<EngineEvents> {
       tokenIds: this.replaced(t.generated),
       finishReason: reason,
       usage: { promptTokens: t.inputs.promptIds.length + this.manifest.model.num_query_tokens, completionTokens: t.generated.length },
-      timings: { queuedMs: now - t.queuedAt, firstTokenMs: (t.firstTokenAt ?? now) - t.queuedAt, totalMs: now - t.queuedAt },
+      // From generate(): waiting for a place in the batch; until the first text (the whole time when there was
+      // none); in all.
+      timings: {
+        queuedMs: (t.admittedAt ?? now) - t.queuedAt,
+        firstTokenMs: (t.firstTokenAt ?? now) - t.queuedAt,
+        totalMs: now - t.queuedAt,
+      },
     };
     t.handle.finish(result);
   }
