@@ -6,7 +6,9 @@
 // packages (pnpm -r build); it rebuilds when a package's src/ is newer than its dist/.
 //
 // Environment: PORT (default 8787), HOST (default 127.0.0.1), VIKDF_TOKEN (require this bearer token),
-// VIKDF_BUNDLE (serve another bundle directory).
+// VIKDF_BUNDLE (serve another bundle directory), VIKDF_ALLOWED_HOSTS (comma-separated host names the server
+// answers to besides its own address, e.g. behind a proxy: chat.example), VIKDF_ALLOWED_ORIGINS (comma-separated
+// browser origins allowed to connect besides its own pages, e.g. https://app.example).
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -82,14 +84,22 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) fail(`PORT must be a po
 const host = process.env.HOST || '127.0.0.1';
 const bundle = process.env.VIKDF_BUNDLE ? path.resolve(process.env.VIKDF_BUNDLE) : DEFAULT_BUNDLE;
 const token = process.env.VIKDF_TOKEN || undefined;
+/** A comma-separated list from the environment (undefined when unset or empty). */
+const listFromEnv = (name) => {
+  const items = (process.env[name] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  return items.length ? items : undefined;
+};
+const allowedHosts = listFromEnv('VIKDF_ALLOWED_HOSTS');
+const allowedOrigins = listFromEnv('VIKDF_ALLOWED_ORIGINS');
 
 const { serve } = await import(pathToFileURL(path.join(root, 'packages/websocket/dist/index.js')).href);
 let serving;
 try {
-  serving = await serve({ bundle, host, port, token, defaults: CHAT_DEFAULTS });
+  serving = await serve({ bundle, host, port, token, allowedHosts, allowedOrigins, defaults: CHAT_DEFAULTS });
 } catch (err) {
   if (err?.code === 'EADDRINUSE') fail(`port ${port} on ${host} is in use: stop what uses it, or pick another port (PORT=8788 pnpm start)`);
   if (err?.code === 'EACCES') fail(`no permission to listen on ${host}:${port}; pick a port above 1023 (PORT=8787)`);
+  if (err instanceof TypeError && /allowed(Hosts|Origins)/.test(err.message)) fail(`VIKDF_ALLOWED_HOSTS or VIKDF_ALLOWED_ORIGINS: ${err.message}`);
   fail(`cannot start: ${err?.message ?? err}`);
 }
 const { engine, server } = serving;
@@ -98,6 +108,8 @@ console.log(`VIKDF chat: ${serving.url}`);
 console.log(`  model: ${engine.manifest.name} (${bundle === DEFAULT_BUNDLE ? 'the default model' : bundle}), device: ${engine.provider.device}`);
 for (const s of engine.provider.skipped) console.log(`  ${s.device} skipped: ${s.reason.split('\n')[0]}`);
 console.log(`  WebSocket: ${serving.wsUrl} (protocol 1, docs/websocket-protocol.md)${token ? '; bearer token required' : ''}`);
+if (allowedHosts) console.log(`  also answers as: ${allowedHosts.join(', ')}`);
+if (allowedOrigins) console.log(`  also allows pages from: ${allowedOrigins.join(', ')}`);
 console.log('  Ctrl+C stops it.');
 
 server.on('connection', ({ connection, ip }) => console.log(`connection ${connection} from ${ip}`));

@@ -1,8 +1,10 @@
 export {
   CloseCode,
   DEFAULT_CONVERSATION,
+  FEATURES,
   MAX_ID_LENGTH,
   PROTOCOL_VERSION,
+  SERVER_ID_PREFIX,
   WS_PATH,
   isValidId,
 } from './protocol.js';
@@ -14,9 +16,11 @@ export type {
   ClientFrame,
   ClientHelloFrame,
   CloseCodeName,
+  ConversationFrame,
   DoneFrame,
   ErrorCode,
   ErrorFrame,
+  Feature,
   HelloFrame,
   MessageFrame,
   ModelSummary,
@@ -24,6 +28,7 @@ export type {
   PongFrame,
   ResetFrame,
   ResetOkFrame,
+  ResumeFrame,
   ServerFrame,
   TokenFrame,
 } from './protocol.js';
@@ -39,9 +44,9 @@ export type {
   ServerLimits,
   ServerOptions,
 } from './server.js';
-export { TokenBucket } from './rate-limit.js';
+export { DropWindow, TokenBucket } from './rate-limit.js';
 export type { RateLimit } from './rate-limit.js';
 export { Reply, VikdfClient, VikdfClientError } from './client.js';
-export type { ClientErrorCode, ClientEvents, ClientOptions, ClientSendOptions, CloseInfo, ReplyEvents } from './client.js';
+export type { ClientErrorCode, ClientEvents, ClientOptions, ClientSendOptions, CloseInfo, ReconnectInfo, ReplyEvents, ResumeResult } from './client.js';
 export { serve } from './serve.js';
 export type { ServeOptions, Serving } from './serve.js';

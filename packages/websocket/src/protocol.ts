@@ -6,6 +6,18 @@ import type { FinishReason, GenerationOptions } from '@vikdf/core';
 
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * Optional parts of protocol 1 this server has, announced in hello's `features` (a client checks for one before
+ * using it; servers without the field have none of them).
+ * - `resume`: conversations have tokens (`conversation` frames) and a `resume` frame picks one up again on
+ *   another connection.
+ */
+export const FEATURES = ['resume'] as const;
+export type Feature = (typeof FEATURES)[number];
+
+/** Request ids beginning with this are the server's (made up for messages without an id); clients cannot use them. */
+export const SERVER_ID_PREFIX = 'srv:';
+
 /** The path the server accepts WebSocket upgrades on. */
 export const WS_PATH = '/ws';
 
@@ -50,6 +62,8 @@ export type ErrorCode =
   | 'duplicate_id'
   | 'unknown_request'
   | 'shutting_down'
+  // resumable conversations
+  | 'conversation_moved'
   // from the engine (@vikdf/core's VikdfError codes; bad_option also for GenerationOptionsError)
   | 'empty_message'
   | 'message_too_long'
@@ -66,6 +80,8 @@ export interface ClientHelloFrame {
   type: 'hello';
   id?: string;
   protocol: number;
+  /** Optional features the client wants (see FEATURES): `resume` turns on `conversation` frames. */
+  features?: string[];
 }
 
 /** Authenticates with the server's bearer token (browsers cannot set an Authorization header). */
@@ -106,7 +122,19 @@ export interface PingFrame {
   id?: string;
 }
 
-export type ClientFrame = ClientHelloFrame | AuthFrame | MessageFrame | CancelFrame | ResetFrame | PingFrame;
+/**
+ * Picks up a conversation of an earlier connection (feature `resume`) under the name `conversation` of this one;
+ * answered by a `conversation` frame (`resumed: false` and a fresh conversation when the token is unknown).
+ */
+export interface ResumeFrame {
+  type: 'resume';
+  id?: string;
+  conversation?: string;
+  /** The token of a `conversation` frame. */
+  token: string;
+}
+
+export type ClientFrame = ClientHelloFrame | AuthFrame | MessageFrame | CancelFrame | ResetFrame | PingFrame | ResumeFrame;
 
 // -- server -> client -------------------------------------------------------------------------------------
 
@@ -124,13 +152,23 @@ export interface ModelSummary {
 /** What the server enforces, as announced in hello. */
 export interface AnnouncedLimits {
   maxFrameBytes: number;
+  /**
+   * About how many characters a message may have: the server's cap, lowered to what the model's token budget
+   * holds of ordinary English (measured with its tokenizer). A guide; the rule is `maxMessageTokens`.
+   */
   maxMessageChars: number;
+  /** Tokens a message alone may have (the prompt budget less the chat template and knowledge tokens). */
+  maxMessageTokens?: number;
+  /** The model's prompt budget (context window) in tokens: older turns are dropped to fit it. */
+  maxPromptTokens?: number;
   maxNewTokens: number;
   maxNumBeams: number;
   maxConversations: number;
   maxConcurrentRequests: number;
   idleTimeoutMs: number;
   heartbeatMs: number;
+  /** How long a conversation can be resumed after its connection closed (feature `resume`). */
+  resumeTtlMs?: number;
 }
 
 /** First frame of every connection. */
@@ -151,6 +189,8 @@ export interface HelloFrame {
   limits: AnnouncedLimits;
   /** Generation options the server applies under the client's. */
   defaults: GenerationOptions;
+  /** Optional parts of protocol 1 the server has (see FEATURES). */
+  features?: string[];
 }
 
 export interface AuthOkFrame {
@@ -184,6 +224,24 @@ export interface ResetOkFrame {
   conversation: string;
 }
 
+/**
+ * A conversation's token (feature `resume`): sent when a message starts a new conversation (with that message's
+ * id, before its token frames), and in answer to a `resume` frame. Keep `token` to resume the conversation on
+ * another connection.
+ */
+export interface ConversationFrame {
+  type: 'conversation';
+  id?: string;
+  conversation: string;
+  token: string;
+  /** True when a resume picked up the earlier history; false for a new conversation. */
+  resumed: boolean;
+  /** Why a resume did not pick anything up: `unknown` (expired, forgotten, or the server restarted). */
+  reason?: 'unknown';
+  /** A resumed conversation's turns, oldest first (user, bot, user, bot, ...; a reply cut short is kept as far as it got). */
+  history?: string[];
+}
+
 export interface PongFrame {
   type: 'pong';
   id?: string;
@@ -201,9 +259,11 @@ export interface ErrorFrame {
   option?: string;
   /** rate_limited: when a request would be accepted again. */
   retryAfterMs?: number;
+  /** conversation_moved: the conversation (of this connection) concerned. */
+  conversation?: string;
 }
 
-export type ServerFrame = HelloFrame | AuthOkFrame | TokenFrame | DoneFrame | ResetOkFrame | PongFrame | ErrorFrame;
+export type ServerFrame = HelloFrame | AuthOkFrame | TokenFrame | DoneFrame | ResetOkFrame | PongFrame | ErrorFrame | ConversationFrame;
 
 /** Longest request id and conversation id. */
 export const MAX_ID_LENGTH = 128;

@@ -1,12 +1,12 @@
-// Backpressure with real `ws` clients that stop reading. The kernel's loopback socket buffers take about 4 MB
+// Backpressure with real `ws` clients that stop reading, and clients on bare TCP sockets that never read. The kernel's loopback socket buffers take about 4 MB
 // before anything waits in the server (ws bufferedAmount), far more than the tiny model writes in a test, so a
 // fast text source stands in for the engine here: it streams megabytes in 1 KiB chunks as fast as the event loop
 // allows. Everything else (server, protocol, sockets, clients) is real.
 import path from 'node:path';
 import { Generation, readManifest, type BundleManifest, type GenerationResult } from '@vikdf/core';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CloseCode, type ChatEngine, type VikdfServer } from '../src/index.js';
-import { RawClient, bundle, closeAll, delay, startServer } from './helpers.js';
+import { CloseCode, type ChatEngine, type DisconnectInfo, type VikdfServer } from '../src/index.js';
+import { RawClient, TcpClient, bundle, closeAll, delay, startServer, until } from './helpers.js';
 
 const CHUNK = 'abcdefgh'.repeat(128); // 1 KiB
 const FLOOD_BYTES = 12 * 1024 * 1024;
@@ -129,7 +129,8 @@ describe('a client that stops reading', () => {
 
   it('is dropped after closeGraceMs when it does not read the close frame either', async () => {
     const source = fastSource();
-    const server = await startServer({ engine: source, limits: { highWaterMark: 64 * 1024, stallTimeoutMs: 200, closeGraceMs: 200 } });
+    // (a stall timeout well above the time a loaded machine takes to answer a ping, so that only the pause counts)
+    const server = await startServer({ engine: source, limits: { highWaterMark: 64 * 1024, stallTimeoutMs: 1000, closeGraceMs: 200 } });
     const slow = await RawClient.open(server.wsUrl);
     slow.send({ type: 'message', id: 'big', text: 'flood me' });
     slow.ws.pause();
@@ -138,5 +139,64 @@ describe('a client that stops reading', () => {
     expect(server.connectionCount).toBe(0);
     slow.ws.resume();
     expect((await slow.closed).code).toBe(1006);
+  });
+});
+
+describe('a client that never reads, with little sent to it (the kernel takes it all)', () => {
+  it('is closed with 4002 once what was sent stays unacknowledged for stallTimeoutMs, though nothing waits in the server', async () => {
+    const stallTimeoutMs = 500;
+    const server = await startServer({ engine: fastSource(), limits: { stallTimeoutMs, closeGraceMs: 10_000 } });
+    const opened = new Promise<number>((resolve) => server.once('connection', () => resolve(performance.now())));
+    const gone = new Promise<DisconnectInfo>((resolve) => server.once('disconnect', resolve));
+    const c = await TcpClient.open(server.wsUrl);
+    c.pause(); // from now on nothing is read, and nothing answers the server's pings
+    c.send({ type: 'message', id: 'm', text: 'hello' });
+    const openedAt = await opened;
+    const state = await until(() => server.connectionsInfo().find((s) => s.closing), 'the server closing the connection', 5000, 5);
+    const after = performance.now() - openedAt;
+    // Everything went into the socket: the server's own buffer is empty, so only acknowledgements can tell.
+    expect(state.bufferedAmount).toBe(0);
+    expect(state.unacknowledgedBytes).toBeGreaterThan(0);
+    expect(after).toBeGreaterThanOrEqual(stallTimeoutMs - 20);
+    expect(after).toBeLessThan(stallTimeoutMs + 1500); // the documented bound is stallTimeoutMs + the probe interval (125 ms here)
+    c.read(); // the client looks again: the reply, then the close frame, are there
+    await until(() => c.frames.find((f) => f.type === 'close'), 'the close frame', 5000);
+    expect(c.frames.map((f) => f.type)).toEqual(['hello', 'token', 'done', 'close']);
+    expect(c.frames.at(-1)).toMatchObject({ code: CloseCode.slowReader, reason: 'reader too slow' });
+    c.destroy();
+    expect(await gone).toMatchObject({ reason: 'reader too slow' });
+  });
+
+  it('is closed with 4002 at the heartbeat when that comes first, not dropped as if it were gone', async () => {
+    const server = await startServer({ engine: fastSource(), limits: { heartbeatMs: 300, closeGraceMs: 10_000 } }); // stallTimeoutMs 30 s
+    const gone = new Promise<DisconnectInfo>((resolve) => server.once('disconnect', resolve));
+    const c = await TcpClient.open(server.wsUrl);
+    c.pause();
+    c.send({ type: 'message', id: 'm', text: 'hello' });
+    const t = performance.now();
+    await until(() => server.connectionsInfo().find((s) => s.closing), 'the server closing the connection', 5000, 5);
+    expect(performance.now() - t).toBeLessThan(2 * 300 + 1000);
+    c.read();
+    await until(() => c.frames.find((f) => f.type === 'close'), 'the close frame', 5000);
+    expect(c.frames.at(-1)).toMatchObject({ code: CloseCode.slowReader, reason: 'reader too slow' });
+    c.destroy();
+    expect(await gone).toMatchObject({ reason: 'reader too slow' });
+  });
+
+  it('a client that reads stays connected: its acknowledgements keep the unread age near zero', async () => {
+    const stallTimeoutMs = 1500;
+    const server = await startServer({ engine: fastSource(), limits: { stallTimeoutMs, heartbeatMs: 500 } });
+    const c = await RawClient.open(server.wsUrl);
+    const start = performance.now();
+    let maxStalled = 0;
+    // twice as long as the stall timeout, sending now and then
+    for (let i = 0; performance.now() - start < 2 * stallTimeoutMs; i++) {
+      expect(await c.ask(`m${i}`, 'hello')).toMatchObject({ type: 'done', text: 'ok' });
+      await delay(150);
+      maxStalled = Math.max(maxStalled, server.connectionsInfo()[0]!.stalledMs);
+    }
+    expect(c.ws.readyState).toBe(c.ws.OPEN);
+    expect(server.connectionsInfo()[0]!.closing).toBe(false);
+    expect(maxStalled).toBeLessThan(stallTimeoutMs);
   });
 });

@@ -1,20 +1,12 @@
 // The typed client against the real server on the tiny fixture.
-import type { Engine } from '@vikdf/core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { CloseCode, VikdfClient, VikdfClientError, type DoneFrame } from '../src/index.js';
-import { GREEDY, closeAll, delay, loadEngine, startServer } from './helpers.js';
+import { GREEDY, delay, withTinyEngine } from './helpers.js';
 
-let engine: Engine;
-beforeAll(async () => {
-  engine = await loadEngine();
-});
+const tiny = withTinyEngine();
 const clients: VikdfClient[] = [];
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
-  await closeAll();
-});
-afterAll(async () => {
-  await engine.close();
 });
 
 async function connect(url: string, options?: Parameters<typeof VikdfClient.connect>[1]): Promise<VikdfClient> {
@@ -27,7 +19,7 @@ const LONG = { ...GREEDY, maxNewTokens: 200, minNewTokens: 200 };
 
 describe('VikdfClient', () => {
   it('connects, reads hello, streams a reply as chunks and token events, and resolves its done frame', async () => {
-    const server = await startServer({ engine, defaults: { numBeams: 1 } });
+    const server = await tiny.serve({ defaults: { numBeams: 1 } });
     const client = await connect(server.wsUrl);
     expect(client.hello).toMatchObject({ protocol: 1, model: { name: 'tiny-random' }, device: 'cpu' });
     const reply = client.send('do you like pizza?', { conversation: 'p', options: { maxNewTokens: 20 } });
@@ -45,7 +37,7 @@ describe('VikdfClient', () => {
   });
 
   it('cancels through an AbortSignal, resets a conversation', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const client = await connect(server.wsUrl);
     const controller = new AbortController();
     const reply = client.send('tell me a story', { options: LONG, signal: controller.signal });
@@ -65,7 +57,7 @@ describe('VikdfClient', () => {
   });
 
   it('rejects with the server’s error code', async () => {
-    const server = await startServer({ engine, limits: { maxNewTokens: 10 } }); // the bundle's default of 32 is lowered to 10
+    const server = await tiny.serve({ limits: { maxNewTokens: 10 } }); // the bundle's default of 32 is lowered to 10
     expect(server.defaults).toEqual({ maxNewTokens: 10 });
     const client = await connect(server.wsUrl);
     const err = await client.send('hi', { options: { maxNewTokens: 11 } }).result.catch((e: unknown) => e);
@@ -80,7 +72,7 @@ describe('VikdfClient', () => {
   });
 
   it('authenticates with a token (header or frame); a wrong one fails to connect with HTTP 401', async () => {
-    const server = await startServer({ engine, token: 'tok' });
+    const server = await tiny.serve({ token: 'tok' });
     const byHeader = await connect(server.wsUrl, { token: 'tok' });
     expect(byHeader.hello.authenticated).toBe(true);
     expect((await byHeader.send('hi', { options: { ...GREEDY, maxNewTokens: 3 } }).result).type).toBe('done');
@@ -96,7 +88,7 @@ describe('VikdfClient', () => {
   });
 
   it('fails to connect clearly: refused origin, nothing listening', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     await expect(VikdfClient.connect(server.wsUrl, { origin: 'http://evil.example' })).rejects.toMatchObject({ code: 'connect_failed', status: 403 });
     await server.close();
     const err = await VikdfClient.connect(server.wsUrl, { connectTimeoutMs: 2000 }).catch((e: unknown) => e);
@@ -105,7 +97,7 @@ describe('VikdfClient', () => {
   });
 
   it('replies in progress fail with connection_closed when the connection closes; sends after close fail at once', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const client = await connect(server.wsUrl);
     const reply = client.send('tell me a story', { options: LONG });
     await new Promise((resolve) => reply.once('token', resolve));
@@ -117,7 +109,7 @@ describe('VikdfClient', () => {
   });
 
   it('on graceful shutdown: the reply in progress finishes, then the close (1001)', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const client = await connect(server.wsUrl);
     const reply = client.send('tell me a story', { options: { ...GREEDY, maxNewTokens: 60, minNewTokens: 60 } });
     await new Promise((resolve) => reply.once('token', resolve));
@@ -128,7 +120,7 @@ describe('VikdfClient', () => {
   });
 
   it('reports error frames that answer none of its requests', async () => {
-    const server = await startServer({ engine, limits: { frameRate: { burst: 3, perSecond: 1 }, floodCloseAfter: 1000 } });
+    const server = await tiny.serve({ limits: { frameRate: { burst: 3, perSecond: 1 }, floodCloseAfter: 1000 } });
     const client = await connect(server.wsUrl);
     const notices: VikdfClientError[] = [];
     client.on('serverError', (e) => notices.push(e));

@@ -1,17 +1,9 @@
 // 50 concurrent conversations over real `ws` connections: every message answered exactly once, streamed in
 // order, with the same text as the engine gives alone, and each conversation's turns in order.
-import type { Engine } from '@vikdf/core';
-import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
-import { GREEDY, RawClient, closeAll, loadEngine, startServer, type Frame } from './helpers.js';
+import { expect, it } from 'vitest';
+import { GREEDY, RawClient, withTinyEngine, type Frame } from './helpers.js';
 
-let engine: Engine;
-beforeAll(async () => {
-  engine = await loadEngine();
-});
-afterEach(closeAll);
-afterAll(async () => {
-  await engine.close();
-});
+const tiny = withTinyEngine();
 
 const OPTIONS = { ...GREEDY, maxNewTokens: 16 };
 const LIMITS = {
@@ -24,7 +16,7 @@ const LIMITS = {
 
 /** What the engine answers to `text` as the first turn of a conversation, alone. */
 async function alone(texts: string[]): Promise<Map<string, string>> {
-  const results = await Promise.all(texts.map((t) => engine.conversation().send(t, { options: OPTIONS }).result));
+  const results = await Promise.all(texts.map((t) => tiny.engine.conversation().send(t, { options: OPTIONS }).result));
   return new Map(texts.map((t, i) => [t, results[i]!.text]));
 }
 
@@ -45,7 +37,7 @@ function checkReply(c: RawClient, id: string, conversation: string): Frame {
 }
 
 it('50 conversations on 10 connections, two turns each, sent all at once: all 100 answered, nothing lost', async () => {
-  const server = await startServer({ engine, limits: LIMITS });
+  const server = await tiny.serve({ limits: LIMITS });
   const clients = await Promise.all(Array.from({ length: 10 }, () => RawClient.open(server.wsUrl)));
   const firstTexts = Array.from({ length: 50 }, (_, k) => `conversation ${k}: what do you see?`);
   const expected = await alone(firstTexts);
@@ -77,7 +69,7 @@ it('50 conversations on 10 connections, two turns each, sent all at once: all 10
 });
 
 it('50 conversations on one connection: all answered, nothing lost', async () => {
-  const server = await startServer({ engine, limits: LIMITS });
+  const server = await tiny.serve({ limits: LIMITS });
   const c = await RawClient.open(server.wsUrl);
   const texts = Array.from({ length: 50 }, (_, k) => `hello number ${k}`);
   const expected = await alone(texts);

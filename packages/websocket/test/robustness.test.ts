@@ -1,18 +1,10 @@
 // Frames the server cannot take: each gets an error frame or a documented close, and the server keeps serving
 // the connection (where it stays open) and every other client.
-import type { Engine } from '@vikdf/core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CloseCode, type VikdfServer } from '../src/index.js';
-import { GREEDY, RawClient, closeAll, loadEngine, startServer } from './helpers.js';
+import { GREEDY, RawClient, delay, withTinyEngine } from './helpers.js';
 
-let engine: Engine;
-beforeAll(async () => {
-  engine = await loadEngine();
-});
-afterEach(closeAll);
-afterAll(async () => {
-  await engine.close();
-});
+const tiny = withTinyEngine();
 
 const SHORT = { ...GREEDY, maxNewTokens: 8 };
 
@@ -27,7 +19,7 @@ async function stillServes(server: VikdfServer, c?: RawClient): Promise<void> {
 
 describe('bad frames get an error frame and the connection goes on', () => {
   it('malformed JSON', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     for (const raw of ['{"type":"message",', 'not json', '', '{"type":"ping"}}']) {
       const before = c.frames.length;
@@ -40,7 +32,7 @@ describe('bad frames get an error frame and the connection goes on', () => {
   });
 
   it('unknown type', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     c.send({ type: 'shutdown', id: 'u1' });
     expect(await c.waitFor((f) => f.type === 'error' && f.id === 'u1')).toMatchObject({ code: 'unknown_type' });
@@ -51,7 +43,7 @@ describe('bad frames get an error frame and the connection goes on', () => {
   });
 
   it('JSON that is not a frame', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     const raws = ['[1,2]', '42', 'null', '"message"', '{"id":"n1"}', '{"type":7,"id":"n2"}', '{"type":"ping","id":5}', `{"type":"ping","id":"${'i'.repeat(129)}"}`];
     for (const raw of raws) {
@@ -66,7 +58,7 @@ describe('bad frames get an error frame and the connection goes on', () => {
   });
 
   it('binary frame', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     c.send(Buffer.from(JSON.stringify({ type: 'message', id: 'b1', text: 'hello' })));
     expect(await c.waitFor((f) => f.type === 'error')).toMatchObject({ code: 'binary_not_supported' });
@@ -77,7 +69,7 @@ describe('bad frames get an error frame and the connection goes on', () => {
 
 describe('documented closes', () => {
   it('a frame over maxFrameBytes closes that connection with 1009; other clients go on', async () => {
-    const server = await startServer({ engine, limits: { maxFrameBytes: 4096 } });
+    const server = await tiny.serve({ limits: { maxFrameBytes: 4096 } });
     const bystander = await RawClient.open(server.wsUrl);
     bystander.send({ type: 'message', id: 'during', text: 'hello', options: { ...GREEDY, maxNewTokens: 100, minNewTokens: 100 } });
     const c = await RawClient.open(server.wsUrl);
@@ -93,7 +85,7 @@ describe('documented closes', () => {
   });
 
   it('a text frame that is not UTF-8 closes that connection with 1007', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     c.ws.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
     expect((await c.closed).code).toBe(CloseCode.invalidPayload);
@@ -101,8 +93,7 @@ describe('documented closes', () => {
   });
 
   it('a message flood gets rate_limited errors, then a 1008 close; the server keeps serving others', async () => {
-    const server = await startServer({
-      engine,
+    const server = await tiny.serve({
       limits: { frameRate: { burst: 20, perSecond: 10 }, floodCloseAfter: 50, maxConcurrentRequests: 4 },
     });
     const bystander = await RawClient.open(server.wsUrl);
@@ -123,8 +114,43 @@ describe('documented closes', () => {
     await stillServes(server);
   });
 
+  it('a sustained flood is closed with 1008 even when spaced so that some frames pass; a bursty client within the rate stays', async () => {
+    // 20 frames a second allowed (burst 10); more than 20 dropped within 2 s is a flood.
+    const limits = { frameRate: { burst: 10, perSecond: 20 }, floodCloseAfter: 20, floodWindowMs: 2000 };
+    const server = await tiny.serve({ limits });
+    const flooder = await RawClient.open(server.wsUrl);
+    const bursty = await RawClient.open(server.wsUrl);
+    // The flooder: 100 frames a second (5 times the rate), paced, so that the limiter lets one in every 50 ms.
+    const start = performance.now();
+    let sent = 0;
+    const flood = setInterval(() => {
+      if (flooder.ws.readyState === flooder.ws.OPEN) flooder.send({ type: 'ping', id: `f${sent++}` });
+    }, 10);
+    // The bursty client: 14 frames at once every second (4 over the burst, dropped), 14 a second on average.
+    const bursts = (async () => {
+      for (let b = 0; b < 4; b++) {
+        for (let i = 0; i < 14; i++) bursty.send({ type: 'ping', id: `b${b}-${i}` });
+        await delay(1000);
+      }
+    })();
+    try {
+      expect(await flooder.closed).toEqual({ code: CloseCode.policyViolation, reason: 'rate limit exceeded' });
+    } finally {
+      clearInterval(flood);
+    }
+    const closedAfter = performance.now() - start;
+    // burst spent after ~0.1 s, then 80 drops a second: 21 drops after ~0.4 s (2.5 s allowed for a loaded machine)
+    expect(closedAfter).toBeLessThan(2500);
+    expect(flooder.frames.filter((f) => f.type === 'pong').length).toBeGreaterThan(10); // some frames did pass
+    await bursts;
+    expect(bursty.ws.readyState).toBe(bursty.ws.OPEN);
+    expect(bursty.frames.filter((f) => f.type === 'pong').length).toBeGreaterThanOrEqual(4 * 10);
+    expect(bursty.frames.some((f) => f.type === 'error' && f.code === 'rate_limited')).toBe(true); // it was limited, not closed
+    await stillServes(server, bursty);
+  });
+
   it('frames beyond the rate are dropped with one notice a second; a client that slows down is served again', async () => {
-    const server = await startServer({ engine, limits: { frameRate: { burst: 5, perSecond: 50 }, floodCloseAfter: 1000 } });
+    const server = await tiny.serve({ limits: { frameRate: { burst: 5, perSecond: 50 }, floodCloseAfter: 1000 } });
     const c = await RawClient.open(server.wsUrl);
     for (let i = 0; i < 30; i++) c.send({ type: 'ping', id: `p${i}` });
     await c.waitFor((f) => f.type === 'error' && f.code === 'rate_limited');

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { VikdfClient } from '../src/index.js';
-import { repoRoot } from './helpers.js';
+import { httpGet, repoRoot } from './helpers.js';
 
 function newest(dir: string): number {
   return Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) => (e.isDirectory() ? newest(path.join(dir, e.name)) : statSync(path.join(dir, e.name)).mtimeMs)));
@@ -62,15 +62,27 @@ async function waitForOutput(r: Run, pattern: RegExp, timeoutMs = 60_000): Promi
 
 describe('pnpm start (scripts/start.mjs)', () => {
   it('serves the chat on the default model, prints the URL, and stops gracefully on SIGTERM', async () => {
-    const r = run(['scripts/start.mjs'], { PORT: '0' });
+    const r = run(['scripts/start.mjs'], { PORT: '0', VIKDF_ALLOWED_HOSTS: 'chat.example, other.example:8443' });
     const [, url] = await waitForOutput(r, /^VIKDF chat: (http:\/\/127\.0\.0\.1:\d+\/)$/m);
     expect(r.stdout()).toMatch(/model: vikdf-mini \(the default model\), device: cpu/);
     const page = await fetch(url!);
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('VIKDF chat');
+    // DNS rebinding: a name the server was not told it has is refused; VIKDF_ALLOWED_HOSTS adds names.
+    const port = new URL(url!).port;
+    expect((await httpGet(url!, { Host: `evil.example:${port}` })).status).toBe(403);
+    expect((await httpGet(url!, { Host: 'chat.example' })).status).toBe(200);
+    expect((await httpGet(url!, { Host: 'other.example:8443' })).status).toBe(200);
     const client = await VikdfClient.connect(`${url!.replace('http', 'ws')}ws`);
     cleanups.push(async () => void (await client.close()));
     expect(client.hello).toMatchObject({ model: { name: 'vikdf-mini' }, defaults: { numBeams: 1 } });
+    // The default model's real budget: 96 prompt tokens and 8 knowledge tokens; a message gets what the chat
+    // template leaves, about 350 characters of English (not the 4000 the server would read).
+    expect(client.hello.limits.maxPromptTokens).toBe(104);
+    expect(client.hello.limits.maxMessageTokens).toBeGreaterThan(80);
+    expect(client.hello.limits.maxMessageTokens).toBeLessThan(100);
+    expect(client.hello.limits.maxMessageChars).toBeGreaterThan(250);
+    expect(client.hello.limits.maxMessageChars).toBeLessThan(500);
     const reply = client.send('hello!');
     const chunks: string[] = [];
     for await (const c of reply) chunks.push(c);

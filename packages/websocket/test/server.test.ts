@@ -1,19 +1,11 @@
 // End to end, with real `ws` clients against the server on the tiny fixture: hello, the HTTP routes, streamed
 // replies, conversations, cancel, reset and option checks.
 import { connect } from 'node:net';
-import type { Engine } from '@vikdf/core';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { PROTOCOL_VERSION, createServer } from '../src/index.js';
-import { GREEDY, RawClient, closeAll, loadEngine, startServer } from './helpers.js';
+import { GREEDY, RawClient, withTinyEngine } from './helpers.js';
 
-let engine: Engine;
-beforeAll(async () => {
-  engine = await loadEngine();
-});
-afterEach(closeAll);
-afterAll(async () => {
-  await engine.close();
-});
+const tiny = withTinyEngine();
 
 /** Sends a raw HTTP request and returns the whole response. */
 function rawHttp(port: number, request: string): Promise<string> {
@@ -31,7 +23,7 @@ const LONG = { ...GREEDY, maxNewTokens: 200, minNewTokens: 200 };
 
 describe('connection and page', () => {
   it('hello announces protocol 1, the model, the device and the limits', async () => {
-    const server = await startServer({ engine, defaults: { numBeams: 1 }, limits: { maxConcurrentRequests: 3 } });
+    const server = await tiny.serve({ defaults: { numBeams: 1 }, limits: { maxConcurrentRequests: 3 } });
     const c = await RawClient.open(server.wsUrl);
     const hello = c.hello;
     expect(hello).toMatchObject({
@@ -50,7 +42,7 @@ describe('connection and page', () => {
   });
 
   it('serves the chat page, its script and a health check; nothing else', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const page = await fetch(server.url);
     expect(page.status).toBe(200);
     expect(page.headers.get('content-type')).toMatch(/^text\/html/);
@@ -68,14 +60,44 @@ describe('connection and page', () => {
     expect(await RawClient.status(server.url.replace('http', 'ws') + 'elsewhere')).toBe(404);
     // request targets that are not URLs do not throw in the server
     for (const target of ['http://[', '//evil.example/x', '*']) {
-      const reply = await rawHttp(server.address.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+      const reply = await rawHttp(server.address.port, `GET ${target} HTTP/1.1\r\nHost: 127.0.0.1:${server.address.port}\r\nConnection: close\r\n\r\n`);
       expect(reply, target).toMatch(/^HTTP\/1\.1 (400|404) /);
     }
     expect((await fetch(new URL('/healthz?x=1', server.url))).status).toBe(200);
   });
 
+  it("hello announces the model's budget in tokens and what it holds in characters; old turns make room, a message too long alone is refused", async () => {
+    const server = await tiny.serve({ defaults: { numBeams: 1, maxNewTokens: 12 } });
+    const c = await RawClient.open(server.wsUrl);
+    const limits = c.hello.limits as { maxPromptTokens: number; maxMessageTokens: number; maxMessageChars: number };
+    const m = tiny.engine.manifest;
+    expect(limits.maxPromptTokens).toBe(m.prompt.max_length + m.model.num_query_tokens); // 64 + 4 for the fixture
+    // The message gets the budget less the chat template around it and the knowledge tokens.
+    expect(limits.maxMessageTokens).toBeGreaterThan(limits.maxPromptTokens / 2);
+    expect(limits.maxMessageTokens).toBeLessThan(limits.maxPromptTokens - m.model.num_query_tokens);
+    // An honest character figure: far under the server's cap of 4000.
+    expect(limits.maxMessageChars).toBeLessThan(limits.maxMessageTokens * 8);
+    expect(limits.maxMessageChars).toBeGreaterThan(limits.maxMessageTokens);
+    const words = 'we walked to the park and then we had some tea and talked about the weather and our plans for the week '.repeat(20);
+    const sized = (chars: number) => words.slice(0, chars).trim();
+    // A message of about the announced size fits; several of them in one conversation are all answered (older
+    // turns leave the window), each prompt within the budget.
+    const prompts: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const done = await c.ask(`t${i}`, sized(Math.floor(limits.maxMessageChars * 0.8)), { conversation: 'long', options: { maxNewTokens: 12 } });
+      expect(done.type, JSON.stringify(done)).toBe('done');
+      prompts.push((done.usage as { promptTokens: number }).promptTokens);
+    }
+    for (const p of prompts) expect(p).toBeLessThanOrEqual(limits.maxPromptTokens);
+    // One that alone is over the budget: a clear error naming the limit, and the conversation goes on.
+    const tooLong = await c.ask('big', sized(limits.maxMessageChars * 3), { conversation: 'long' });
+    expect(tooLong).toMatchObject({ type: 'error', code: 'message_too_long' });
+    expect(tooLong.message).toMatch(/limit is \d+/);
+    expect((await c.ask('after', 'hello', { conversation: 'long' })).type).toBe('done');
+  });
+
   it('can run without the page', async () => {
-    const server = await startServer({ engine, chatPage: false });
+    const server = await tiny.serve({ chatPage: false });
     expect((await fetch(server.url)).status).toBe(404);
     const c = await RawClient.open(server.wsUrl);
     expect(c.hello.type).toBe('hello');
@@ -84,7 +106,7 @@ describe('connection and page', () => {
 
 describe('messages', () => {
   it('streams token frames in order, then done with the full text, token counts and timings', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     const options = { ...GREEDY, noRepeatNgramSize: 0, maxNewTokens: 24 };
     c.send({ type: 'message', id: 'm1', conversation: 'a', text: 'do you like pizza?', options });
@@ -105,14 +127,17 @@ describe('messages', () => {
     expect(usage.completionTokens).toBeGreaterThan(0);
     expect(usage.completionTokens).toBeLessThanOrEqual(24);
     expect(timings.totalMs).toBeGreaterThanOrEqual(timings.firstTokenMs);
+    // queued: until the engine took it into its batch, not until it finished
+    expect(timings.firstTokenMs).toBeGreaterThanOrEqual(timings.queuedMs);
+    expect(timings.queuedMs).toBeLessThan(timings.totalMs);
     // the same reply as the engine gives directly
-    const direct = await engine.conversation().send('do you like pizza?', { options }).result;
+    const direct = await tiny.engine.conversation().send('do you like pizza?', { options }).result;
     expect(done.text).toBe(direct.text);
     expect(usage).toEqual(direct.usage);
   });
 
   it("answers one conversation's messages in order, each seeing the earlier turns; conversations are separate", async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     // sent back to back, without waiting
     c.send({ type: 'message', id: 'a1', conversation: 'a', text: 'hello there', options: GREEDY });
@@ -131,16 +156,38 @@ describe('messages', () => {
   });
 
   it('makes up a request id when the message has none', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     c.send({ type: 'message', text: 'hi', options: { ...GREEDY, maxNewTokens: 4 } });
     const done = await c.waitFor((f) => f.type === 'done');
-    expect(done.id).toMatch(/^srv-\d+$/);
+    expect(done.id).toMatch(/^srv:\d+$/);
     expect(done.conversation).toBe('default');
   });
 
+  it("the server's ids and the client's never collide: a message without id is not a duplicate of a client id in flight", async () => {
+    const server = await tiny.serve();
+    const c = await RawClient.open(server.wsUrl);
+    // Client ids that look like the server's own (the old "srv-N" form included) are the client's.
+    c.send({ type: 'message', id: 'srv-1', conversation: 'a', text: 'tell me a story', options: LONG });
+    await c.waitFor((f) => f.type === 'token' && f.id === 'srv-1');
+    c.send({ type: 'message', conversation: 'b', text: 'hi', options: { ...GREEDY, maxNewTokens: 4 } });
+    const made = await c.waitFor((f) => (f.type === 'done' || f.type === 'error') && f.conversation !== 'a' && f.id !== 'srv-1');
+    expect(made).toMatchObject({ type: 'done', conversation: 'b' });
+    expect(made.id).toMatch(/^srv:\d+$/);
+    // The server's prefix is reserved: a client message id with it is refused, so replies are never ambiguous.
+    c.send({ type: 'message', id: made.id, conversation: 'c', text: 'hi' });
+    expect(await c.waitFor((f) => f.type === 'error' && f.id === made.id)).toMatchObject({ code: 'bad_frame' });
+    // A reply under a server-made id can be cancelled by that id.
+    c.send({ type: 'message', conversation: 'd', text: 'tell me a story', options: LONG });
+    const first = await c.waitFor((f) => f.type === 'token' && f.conversation === 'd');
+    c.send({ type: 'cancel', id: first.id });
+    expect(await c.end(first.id as string)).toMatchObject({ type: 'done', finishReason: 'aborted' });
+    c.send({ type: 'cancel', id: 'srv-1' });
+    expect(await c.end('srv-1')).toMatchObject({ type: 'done', finishReason: 'aborted' });
+  });
+
   it('cancel stops a reply midway; it ends with done, finishReason "aborted"', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     c.send({ type: 'message', id: 'long', text: 'tell me a story', options: LONG });
     await c.waitFor((f) => f.type === 'token' && f.id === 'long');
@@ -160,7 +207,7 @@ describe('messages', () => {
   });
 
   it('reset forgets the history; replies in progress end (aborted) before reset_ok', async () => {
-    const server = await startServer({ engine });
+    const server = await tiny.serve();
     const c = await RawClient.open(server.wsUrl);
     const first = await c.ask('r1', 'hello there', { conversation: 'c' });
     const second = await c.ask('r2', 'and then?', { conversation: 'c' });
@@ -189,10 +236,10 @@ describe('messages', () => {
 
   it('refuses bad options, empty and too long messages with stable codes; the connection goes on', async () => {
     // defaults: explicit ones beyond the limits are refused; the bundle's (3 beams, 32 tokens) are lowered to them
-    expect(() => createServer({ engine, defaults: { numBeams: 3 }, limits: { maxNumBeams: 2 } })).toThrow(/numBeams must be <= 2/);
-    expect(() => createServer({ engine, defaults: { topP: 0 } })).toThrow(/invalid generation defaults.*topP/);
-    expect(createServer({ engine, limits: { maxNumBeams: 2, maxNewTokens: 16 } }).defaults).toEqual({ numBeams: 2, maxNewTokens: 16 });
-    const server = await startServer({ engine, limits: { maxNewTokens: 64, maxNumBeams: 2, maxMessageChars: 100 } });
+    expect(() => createServer({ engine: tiny.engine, defaults: { numBeams: 3 }, limits: { maxNumBeams: 2 } })).toThrow(/numBeams must be <= 2/);
+    expect(() => createServer({ engine: tiny.engine, defaults: { topP: 0 } })).toThrow(/invalid generation defaults.*topP/);
+    expect(createServer({ engine: tiny.engine, limits: { maxNumBeams: 2, maxNewTokens: 16 } }).defaults).toEqual({ numBeams: 2, maxNewTokens: 16 });
+    const server = await tiny.serve({ limits: { maxNewTokens: 64, maxNumBeams: 2, maxMessageChars: 100 } });
     const c = await RawClient.open(server.wsUrl);
     expect(c.hello.defaults).toEqual({ numBeams: 2 });
     const frame = (i: number, extra: object) => JSON.stringify({ type: 'message', id: `bad${i}`, text: 'hello', ...extra });
