@@ -6,7 +6,7 @@ export { Deduper } from './dedupe.js';
 export type { DeduperOptions } from './dedupe.js';
 export { KeyedQueue } from './queue.js';
 export { splitMessage } from './split.js';
-export { StreamingReply } from './streaming.js';
+export { EDIT_RETRIES, StreamingReply } from './streaming.js';
 export type { Outbox, SentRef, StreamedReply, StreamingReplyOptions } from './streaming.js';
 export { engineResponder } from './responder.js';
 export type { EngineResponder, EngineResponderOptions, ReplyOptions, Responder, ResponderEngine } from './responder.js';

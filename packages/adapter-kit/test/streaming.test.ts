@@ -1,6 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { StreamingReply } from '../src/index.js';
-import { EDIT_RETRIES } from '../src/streaming.js';
+import { EDIT_RETRIES, StreamingReply } from '../src/index.js';
 import { Feed, RecordingOutbox } from './helpers.js';
 
 beforeEach(() => {
