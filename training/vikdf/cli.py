@@ -71,6 +71,24 @@ def cmd_mini(args) -> None:
     run_mini(Path(args.work), Path(args.bundle) if args.bundle else None, args.until)
 
 
+def cmd_runtime_golden(args) -> None:
+    from .onnx_runner import BundleRunner
+    from .runtime_golden import drift, write_runtime_golden
+
+    if args.check:  # measure this machine against an existing golden instead of writing one
+        print(json.dumps(drift(BundleRunner(args.bundle), json.loads(Path(args.golden).read_text()))))
+        return
+    if not args.contexts:
+        raise ValueError("--contexts is required to write a golden")
+    out = Path(args.golden)
+    # The contexts: a JSON list of turn lists, or an earlier golden file (its cases' turns).
+    data = json.loads(Path(args.contexts).read_text())
+    contexts = [c["turns"] for c in data["cases"]] if isinstance(data, dict) else data
+    golden = write_runtime_golden(BundleRunner(args.bundle), contexts, out, args.new_tokens)
+    unstable = sum(not c["beam3_no_repeat3"]["stable"] for c in golden["cases"])
+    print(f"wrote {out}: {len(contexts)} cases, {unstable} with a beam near-tie")
+
+
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
@@ -102,6 +120,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("out")
     p.add_argument("--golden", required=True)
     p.set_defaults(func=cmd_make_fixture)
+
+    p = sub.add_parser("runtime-golden", help="goldens that travel for a shipped bundle, by the Python ONNX runner")
+    p.add_argument("bundle")
+    p.add_argument("golden", help="the golden file to write (with --check: to compare this machine against)")
+    p.add_argument("--contexts", help="JSON list of turn lists, or a golden file whose turns to reuse")
+    p.add_argument("--check", action="store_true", help="print how far this machine is from GOLDEN")
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.set_defaults(func=cmd_runtime_golden)
 
     p = sub.add_parser("mini", help="train @vikdf/model-mini end to end from packaged data (resumable)")
     p.add_argument("work", help="working directory (downloads, data, checkpoints); run again to resume")

@@ -767,26 +767,11 @@ def score_bundle(runner, examples: list[dict]) -> dict:
     return {**score(hyps, [e["response"].strip() for e in examples]), "examples": len(examples)}
 
 
-def write_runtime_golden(runner, examples: list[dict], path: Path, new_tokens: int = 16) -> None:
-    """What any runtime must reproduce on the shipped bundle, written by the Python ONNX reference runner."""
-    cases = []
-    for e in examples:
-        inputs, _, _, _ = runner.prefill_inputs([e["context"]])
-        x = inputs[0]
-        _, knowledge = runner.encode_knowledge([x.text_ids])
-        cases.append({"turns": e["context"], "text_input_ids": x.text_ids, "prompt_input_ids": x.prompt_ids,
-                      "splice_at": x.splice_at,
-                      "knowledge_embeds_checksum": {"sum": float(knowledge[0].sum()), "abs_sum": float(np.abs(knowledge[0]).sum())},
-                      "greedy_ids": runner.greedy([e["context"]], new_tokens)[0],
-                      "beam3_no_repeat3_ids": runner.beam_search([e["context"]], new_tokens)[0]})
-    path.write_text(json.dumps({"description": "Python ONNX reference runner (training/vikdf/onnx_runner.py) on the bundle beside this file",
-                                "new_tokens": new_tokens, "cases": cases}, indent=1, ensure_ascii=False) + "\n")
-
-
 def stage_export(work: Path, recipe: Recipe, bundle: Path | None) -> None:
     from .data import read_jsonl
     from .export import write_bundle
     from .onnx_runner import BundleRunner
+    from .runtime_golden import write_runtime_golden
     from .train import load_checkpoint
 
     final = work / "dialogue" / "final"
@@ -800,7 +785,7 @@ def stage_export(work: Path, recipe: Recipe, bundle: Path | None) -> None:
     test = read_jsonl(work / "data" / "dialogue-test.jsonl")
     runner = BundleRunner(out)  # one reference runner for the three checks
     check = quantisation_check(model, runner, test[:50])
-    write_runtime_golden(runner, test[:GOLDEN_CONTEXTS], out.parent / "golden.json")
+    write_runtime_golden(runner, [e["context"] for e in test[:GOLDEN_CONTEXTS]], out.parent / "golden.json")
     shipped = score_bundle(runner, test[: recipe.eval_examples])
     report = {"bundle_bytes": size, "parameters": manifest["model"]["parameters"], "int8_vs_float": check,
               "shipped_bundle_eval": shipped}

@@ -56,6 +56,9 @@ def banned_ngram_tokens(generated: list[int], n: int) -> set[int]:
 
 
 def _topk(values: np.ndarray, k: int) -> np.ndarray:
+        # Float activations for int8-weight MatMuls, as the TypeScript runtime does (docs/bundle-format.md): ORT's
+        # default fusion to MatMulNBits at accuracy level 4 would quantise them with CPU-specific kernels.
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     """Indices of the k largest values, largest first (stable for ties: lower index first)."""
     return np.argsort(-values, kind="stable")[:k]
 

@@ -19,6 +19,7 @@ import { TokenSelector } from './generation/sampler.js';
 import { StopChecker } from './generation/stopping.js';
 import { Generation, type FinishReason, type GenerationResult } from './generation-handle.js';
 import { Conversation, type ConversationOptions } from './conversation.js';
+import { spliceKnowledge } from './scoring.js';
 import { KvCache } from './kv-cache.js';
 import { PromptFormatter, type DialogueInputs } from './prompt.js';
 import { BundleRuntime, type ProviderReport, type RuntimeOptions } from './runtime.js';
@@ -347,13 +348,7 @@ export class Engine extends EventEmitter<EngineEvents> {
     const rows: Float32Array[] = [];
     for (let i = 0; i < inputs.length; i++) {
       const x = inputs[i]!;
-      const emb = await this.runtime.embed(x.promptIds);
-      const k = knowledge[i]!;
-      const row = new Float32Array(emb.length + k.length);
-      row.set(emb.subarray(0, x.spliceAt * hidden), 0);
-      row.set(k, x.spliceAt * hidden);
-      row.set(emb.subarray(x.spliceAt * hidden), x.spliceAt * hidden + k.length);
-      rows.push(row);
+      rows.push(spliceKnowledge(await this.runtime.embed(x.promptIds), knowledge[i]!, x.spliceAt, hidden));
     }
     const width = Math.max(...rows.map((r) => r.length / hidden));
     const embeds = new Float32Array(rows.length * width * hidden);

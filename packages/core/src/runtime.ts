@@ -227,7 +227,16 @@ async function tryCreate(file: string, device: Device, options: RuntimeOptions, 
       executionProviders: [device],
       graphOptimizationLevel: 'all',
       ...(options.intraOpNumThreads ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
-      ...(noSpinning ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+      extra: {
+        session: {
+          // Int8-weight graphs (DequantizeLinear -> MatMul) are fused into MatMulNBits, whose default accuracy
+          // level 4 quantises the activations to int8 with CPU-specific kernels: outputs then differ by ~1e-2
+          // between AVX2 and AVX-512 machines and from the float reference. Level 0 keeps float activations,
+          // as docs/bundle-format.md specifies (measured in docs/reliability.md).
+          qdq_matmulnbits_accuracy_level: '0',
+          ...(noSpinning ? { intra_op: { allow_spinning: '0' } } : {}),
+        },
+      },
     });
   } catch (err) {
     return err instanceof Error ? err : new Error(String(err));

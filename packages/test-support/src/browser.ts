@@ -4,6 +4,8 @@
 import sparticuz from '@sparticuz/chromium';
 import { chromium, type Browser } from 'playwright-core';
 
+export type { Browser, Page } from 'playwright-core';
+
 /** Our own flags, not @sparticuz's Lambda defaults (those turn off web security, which the CSP test needs). */
 export const BROWSER_FLAGS = [
   '--no-sandbox', // root on CI machines; the page under test is our own

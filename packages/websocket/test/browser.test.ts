@@ -3,8 +3,7 @@
 // root, no apt): it loads, shows the model and the device, streams a reply, stops one, resets, and signs in
 // with a token. No silent skip: when the browser cannot start, every test here fails and says why.
 import type { Engine } from '@vikdf/core';
-import { launchBrowser } from '@vikdf/test-support';
-import type { Browser, Page } from 'playwright-core';
+import { launchBrowser, type Browser, type Page } from '@vikdf/test-support';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerOptions } from '../src/index.js';
 import { closeAll, loadEngine, startServer } from './helpers.js';
