@@ -121,7 +121,7 @@ afterAll(async () => {
 
 describe('WebSocket server under faults (in process)', () => {
   it(
-    '50 conversations for about a minute: engine step failures, drops mid-stream, a client that never reads, a graceful shutdown under load',
+    '50 conversations for about a minute: engine step and prefill failures, drops mid-stream, a client that never reads, a graceful shutdown under load',
     async () => {
       const accepted: Accepted = new Map();
       const server: VikdfServer = createServer({ engine: recordingEngine(engine, accepted), host: '127.0.0.1', port: 0, limits: LIMITS });
@@ -130,17 +130,26 @@ describe('WebSocket server under faults (in process)', () => {
       server.on('disconnect', (info) => disconnects.push({ ...info, at: performance.now() }));
       const idle = () => server.connectionCount === 0 && engine.load.active === 0 && engine.load.queued === 0;
 
-      // Fault seam: the engine's runtime makes one decoder call per step for all active rows. When armed, the
-      // next decoder step with at least two rows (a batch) throws, as a failing ONNX Runtime run would.
+      // Fault seam: the engine's runtime makes one decoder call per step for all active rows, and one per batch
+      // of admitted requests for their prefill. When armed, the next such call with at least two rows (a batch)
+      // throws, as a failing ONNX Runtime run would.
       const runtime = engine.runtime;
       const decode = runtime.decode.bind(runtime);
       let armed = 0;
+      let armedPrefill = 0;
       const injected: { rows: number; active: number }[] = [];
+      const injectedPrefill: { rows: number }[] = [];
       runtime.decode = async (embeds, steps, past, mask) => {
         if (armed > 0 && steps === 1 && past.rows >= 2) {
           armed--;
           injected.push({ rows: past.rows, active: engine.load.active });
           throw new Error('injected fault: the decoder step failed');
+        }
+        if (armedPrefill > 0 && steps > 1 && past.rows >= 2) {
+          // A prefill: one row per admitted request (every context differs, and the prefix cache is off).
+          armedPrefill--;
+          injectedPrefill.push({ rows: past.rows });
+          throw new Error('injected fault: the prefill failed');
         }
         return decode(embeds, steps, past, mask);
       };
@@ -204,17 +213,21 @@ describe('WebSocket server under faults (in process)', () => {
           await dropMidStream('dropper3', 'terminate');
           await at(30_000);
           armed = 1;
+          await at(34_000);
+          armedPrefill = 1;
 
           const records = (await Promise.all(talking)).flat();
           await Promise.all(clients.map((c) => c.close()));
           await until(idle, 'the server and engine idle after phase 1', 20_000);
           const seconds = (performance.now() - start) / 1000;
 
-          // Each decoder fault fired mid-batch and failed exactly the requests decoding then; nothing else failed.
+          // Each decoder fault fired mid-batch and failed exactly the requests decoding then, the prefill fault
+          // exactly the requests being admitted; nothing else failed.
           expect(injected).toHaveLength(3);
+          expect(injectedPrefill).toHaveLength(1);
           for (const fault of injected) expect(fault.rows).toBeGreaterThanOrEqual(2);
           const failed = [...accepted.values()].filter((a) => a.outcome === 'generation_failed');
-          expect(failed).toHaveLength(injected.reduce((n, f) => n + f.active, 0));
+          expect(failed).toHaveLength(injected.reduce((n, f) => n + f.active, 0) + injectedPrefill[0]!.rows);
           expect([...accepted.entries()].filter(([, a]) => a.outcome === undefined)).toEqual([]); // every generation ended
 
           // The 50 clients: no broken promise; every message ended by a done, or by the error frame with the
@@ -228,7 +241,7 @@ describe('WebSocket server under faults (in process)', () => {
             expect(accepted.has(r.text), `${r.text} reached the engine`).toBe(true);
             expect(r.end!.type === 'error' ? r.end!.code : r.end!.finishReason, r.text).toBe(accepted.get(r.text)!.outcome);
           }
-          expect(errors.length).toBeGreaterThanOrEqual(injected.length); // each fault hit some of these clients
+          expect(errors.length).toBeGreaterThanOrEqual(injected.length); // the faults hit these clients
           expect(records.length - errors.length).toBeGreaterThan(CLIENTS * 5); // the load was real
 
           // Clients that left mid-stream: their generations were stopped, not run to the end for nobody.
@@ -258,7 +271,7 @@ describe('WebSocket server under faults (in process)', () => {
         const after = await measure();
         console.log(
           `faults/websocket phase 1: ${phase1.replies} messages in ${phase1.seconds.toFixed(1)} s, ${phase1.errors} generation_failed ` +
-            `(faults hit ${injected.map((f) => f.active).join('+')} requests), non-reader closed ${nonReaderClose}; after gc: heap ${mb(baseline.heapUsed)} -> ${mb(after.heapUsed)} MiB, ` +
+            `(decoder faults hit ${injected.map((f) => f.active).join('+')} requests, the prefill fault ${injectedPrefill[0]?.rows}), non-reader closed ${nonReaderClose}; after gc: heap ${mb(baseline.heapUsed)} -> ${mb(after.heapUsed)} MiB, ` +
             `array buffers ${mb(baseline.arrayBuffers)} -> ${mb(after.arrayBuffers)} MiB`,
         );
         expect(after.heapUsed - baseline.heapUsed).toBeLessThan(HEAP_TOLERANCE);
