@@ -98,9 +98,11 @@ def test_greedy_and_beam_identical_to_pytorch_generate(exported):
         args = (ids, mask, [x.prompt_ids for x in inputs], [x.splice_at for x in inputs])
         kw = dict(pad_id=2, eos_token_id=2, max_new_tokens=12, do_sample=False)
         greedy = model.generate(*args, num_beams=1, **kw)
-        beam = model.generate(*args, num_beams=3, no_repeat_ngram_size=3, **kw)
+        beam = model.generate(*args, num_beams=3, no_repeat_ngram_size=3, **kw)  # the 4.39.3 rule (vikdf/beam.py)
+        beam5 = model.generate(*args, num_beams=3, no_repeat_ngram_size=3, beam_stop_rule="hf-5", **kw)  # HF 5's own
         assert runner.greedy(convs, 12) == [_trim(r) for r in greedy.tolist()], case["name"]
         assert runner.beam_search(convs, 12) == [_trim(r) for r in beam.tolist()], case["name"]
+        assert runner.beam_search(convs, 12, stop_rule="hf-5") == [_trim(r) for r in beam5.tolist()], case["name"]
 
 
 def _trim(ids, eos=2):

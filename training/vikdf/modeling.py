@@ -27,7 +27,9 @@ from transformers import (
     ViTModel,
 )
 
+from .beam import BEAM_STOP_RULES, BeamSearch
 from .configuration import VIKDFConfig
+from .decoder import position_ids_from_mask
 from .iq_former import IQFormer
 
 LOSS_WEIGHTS = {"tim": 0.5, "tmim": 0.2, "imtm": 0.2, "i2t": 1.0, "t2i": 0.5}
@@ -345,10 +347,56 @@ class VIKDFModel(nn.Module):
         return embeds, mask
 
     @torch.no_grad()
-    def generate(self, text_input_ids, text_attention_mask, prompts, splice_at, pad_id: int, replace: dict | None = None, **generate_kwargs):
-        """Returns the new token ids only (batch x new), with `replace` applied (official: 0 -> 2)."""
+    def generate(self, text_input_ids, text_attention_mask, prompts, splice_at, pad_id: int, replace: dict | None = None,
+                 beam_stop_rule: str = "hf-4.39", **generate_kwargs):
+        """Returns the new token ids only (batch x new, padded with `pad_id` after eos), with `replace` applied
+        (official: 0 -> 2). Greedy and sampling are Hugging Face `generate`. Beam search (`num_beams` > 1)
+        follows `beam_stop_rule`: "hf-4.39", as the official code decodes (transformers 4.39.3; run here by
+        vikdf/beam.py over this model), or "hf-5", this transformers' own `generate`."""
+        if beam_stop_rule not in BEAM_STOP_RULES:
+            raise ValueError(f"beam_stop_rule must be one of {BEAM_STOP_RULES}, got {beam_stop_rule!r}")
         embeds, mask = self.generation_inputs(text_input_ids, text_attention_mask, prompts, splice_at, pad_id)
-        out = self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=pad_id, **generate_kwargs)
+        if generate_kwargs.get("num_beams", 1) > 1 and beam_stop_rule == "hf-4.39":
+            out = self._beam_search(embeds, mask, pad_id, **generate_kwargs)
+        else:
+            out = self.language_model.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=pad_id, **generate_kwargs)
         for src, dst in (replace or {}).items():
             out[out == int(src)] = int(dst)
         return out
+
+    def _beam_search(self, embeds, mask, pad_id: int, num_beams: int, max_new_tokens: int, eos_token_id: int,
+                     no_repeat_ngram_size: int = 0, length_penalty: float = 1.0, early_stopping: bool | str = False,
+                     do_sample: bool = False, **unsupported):
+        """Beam search of a (left-padded) batch by the transformers 4.39.3 rules: the language model runs all
+        rows x beams at once with its KV cache, and one `beam.BeamSearch` per row decides. A finished row is
+        fed `pad_id`, as 4.39 does."""
+        if do_sample or unsupported:
+            raise TypeError(f"beam search by the hf-4.39 rule takes no {'do_sample=True' if do_sample else sorted(unsupported)}")
+        k, rows = num_beams, embeds.shape[0]
+        searches = [BeamSearch(k, max_new_tokens, eos_token_id, no_repeat_ngram_size, length_penalty, early_stopping, "hf-4.39")
+                    for _ in range(rows)]
+        embeds, mask = embeds.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+        cache = None
+        while True:
+            out = self.language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True, cache=cache,
+                                      position_ids=position_ids_from_mask(mask)[:, -embeds.shape[1] :])
+            cache = out.cache
+            logits = out.logits[:, -1].float().numpy()
+            order, tokens = [], []
+            for i, search in enumerate(searches):
+                if search.done:  # keeps its rows, fed padding
+                    order += range(i * k, (i + 1) * k)
+                    tokens += [pad_id] * k
+                    continue
+                parents, next_tokens = search.step(logits[i * k : (i + 1) * k])
+                order += [i * k + int(p) for p in parents]
+                tokens += next_tokens
+            if all(s.done for s in searches):
+                break
+            index = torch.tensor(order, device=mask.device)
+            cache.reorder_cache(index)
+            mask = torch.cat([mask[index], torch.ones_like(mask[:, :1])], dim=1)
+            embeds = self.embed_llm(torch.tensor(tokens, device=mask.device)[:, None])
+        results = [s.result() for s in searches]
+        width = max(len(r) for r in results)
+        return torch.tensor([r + [pad_id] * (width - len(r)) for r in results], dtype=torch.long)

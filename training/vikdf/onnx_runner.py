@@ -2,22 +2,22 @@
 
 It follows docs/bundle-format.md step by step, so it doubles as the readable reference for other runtimes
 (the TypeScript core implements the same rules). Greedy and beam search reproduce Hugging Face `generate`
-(transformers 5) exactly: the tests compare both against the PyTorch model.
+exactly: beam search by default as transformers 4.39.3, the version the official VIKDF code pins
+(`stop_rule="hf-4.39"`), or as transformers 5 (`stop_rule="hf-5"`); the tests compare them against the PyTorch
+model and against transformers 4.39.3 itself.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from .beam import BEAM_STOP_RULES, BeamSearch
 from .data import DialogueFormatter, PromptSettings, load_tokenizer
 from .export import sha256_file
-
-NEG = -1.0e9  # Hugging Face's "impossible" beam score
 
 
 class BundleError(ValueError):
@@ -42,27 +42,6 @@ def load_manifest(bundle: Path, verify: bool = True) -> dict:
     return manifest
 
 
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = x.max(axis=-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
-
-
-def banned_ngram_tokens(generated: list[int], n: int) -> set[int]:
-    """No-repeat-n-gram: tokens that would complete an n-gram already present in `generated`."""
-    if n <= 0 or len(generated) + 1 < n:
-        return set()
-    prefix = tuple(generated[len(generated) - n + 1 :])
-    return {generated[i + n - 1] for i in range(len(generated) - n + 1) if tuple(generated[i : i + n - 1]) == prefix}
-
-
-def _topk(values: np.ndarray, k: int) -> np.ndarray:
-        # Float activations for int8-weight MatMuls, as the TypeScript runtime does (docs/bundle-format.md): ORT's
-        # default fusion to MatMulNBits at accuracy level 4 would quantise them with CPU-specific kernels.
-        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
-    """Indices of the k largest values, largest first (stable for ties: lower index first)."""
-    return np.argsort(-values, kind="stable")[:k]
-
-
 class BundleRunner:
     def __init__(self, bundle: str | Path, variant: str | None = None, verify: bool = True):
         self.dir = Path(bundle)
@@ -77,6 +56,9 @@ class BundleRunner:
             files.update(self.manifest["variants"][variant])
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # Float activations for int8-weight MatMuls, as the TypeScript runtime does (docs/bundle-format.md): ORT's
+        # default fusion to MatMulNBits at accuracy level 4 would quantise them with CPU-specific kernels.
+        opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
         self.sessions = {g: ort.InferenceSession(str(self.dir / f), opts, providers=["CPUExecutionProvider"]) for g, f in files.items()}
         m = self.manifest["model"]
         self.num_layers, self.kv_heads, self.head_dim = m["llm_num_layers"], m["llm_num_key_value_heads"], m["llm_head_dim"]
@@ -149,54 +131,25 @@ class BundleRunner:
             mask = np.concatenate([mask, np.ones((len(out), 1), np.int64)], axis=1)
         return [self._replace(o) for o in out]
 
-    def beam_search(self, conversations, max_new_tokens: int, num_beams=3, no_repeat_ngram_size=3, length_penalty=1.0) -> list[list[int]]:
-        """Hugging Face transformers 5 beam search (early_stopping=False), one conversation at a time."""
-        return [self._beam_one(turns, max_new_tokens, num_beams, no_repeat_ngram_size, length_penalty) for turns in conversations]
+    def beam_search(self, conversations, max_new_tokens: int, num_beams=3, no_repeat_ngram_size=3, length_penalty=1.0,
+                    stop_rule: str = "hf-4.39") -> list[list[int]]:
+        """Hugging Face beam search (early_stopping=False), one conversation at a time; `stop_rule` picks the
+        transformers version whose rules it follows: "hf-4.39" (the official code's) or "hf-5" (vikdf/beam.py)."""
+        if stop_rule not in BEAM_STOP_RULES:
+            raise ValueError(f"stop_rule must be one of {BEAM_STOP_RULES}, got {stop_rule!r}")
+        return [self._beam_one(turns, max_new_tokens, num_beams, no_repeat_ngram_size, length_penalty, stop_rule)
+                for turns in conversations]
 
-    def _beam_one(self, turns, max_new, k, ngram, lp):
-        eos = self.tokens["llm_eos_token_id"]
+    def _beam_one(self, turns, max_new, k, ngram, lp, stop_rule):
+        search = BeamSearch(k, max_new, self.tokens["llm_eos_token_id"], ngram, lp, False, stop_rule)
         _, _, embeds, mask = self.prefill_inputs([turns])
         embeds, mask = np.repeat(embeds, k, 0), np.repeat(mask, k, 0)
         past = self.empty_past(k)
-        running = [[] for _ in range(k)]
-        running_scores = np.array([0.0] + [NEG] * (k - 1), dtype=np.float32)
-        finished: list[list[int]] = [[] for _ in range(k)]
-        finished_scores = np.full(k, NEG, dtype=np.float32)
-        finished_flags = np.zeros(k, dtype=bool)
-        improvable = True
-        for cur_len in range(max_new):
+        while True:
             logits, past = self.decoder_step(embeds, mask, past)
-            logp = _log_softmax(logits[:, -1].astype(np.float32))
-            for b in range(k):
-                for t in banned_ngram_tokens(running[b], ngram):
-                    logp[b, t] = -np.inf
-            total = (logp + running_scores[:, None]).reshape(-1)
-            vocab = logp.shape[1]
-            cand = _topk(total, 2 * k)
-            cand_scores, parents, tokens = total[cand], cand // vocab, cand % vocab
-            hits = (tokens == eos) | (cur_len + 1 >= max_new)
-            # Beams that continue: the best k candidates that did not stop.
-            keep = _topk(cand_scores + hits * NEG, k)
-            # Finished beams: stopping candidates among the top k, length-normalised, merged with the old ones.
-            normalised = cand_scores / ((cur_len + 1) ** lp)
-            accept = hits & (np.arange(2 * k) < k) & improvable
-            normalised = normalised + (~accept) * NEG
-            merged_seqs = finished + [running[p] + [int(t)] for p, t in zip(parents, tokens)]
-            merged_scores = np.concatenate([finished_scores, normalised.astype(np.float32)])
-            merged_flags = np.concatenate([finished_flags, accept])
-            best = _topk(merged_scores, k)
-            finished = [merged_seqs[i] for i in best]
-            finished_scores, finished_flags = merged_scores[best], merged_flags[best]
-
-            running = [running[parents[i]] + [int(tokens[i])] for i in keep]
-            running_scores = (cand_scores + hits * NEG)[keep].astype(np.float32)
-            reorder = parents[keep]
-            past = [p[reorder] for p in past]
-            mask = np.concatenate([mask[reorder], np.ones((k, 1), np.int64)], axis=1)
-            embeds = np.stack([self.embed([r[-1]]) for r in running])
-
-            worst = finished_scores.min() if finished_flags.all() else NEG
-            improvable = improvable and bool(running_scores[0] / ((cur_len + 1) ** lp) > worst)
-            if not improvable or hits.all():
-                break
-        return self._replace(finished[0])
+            parents, tokens = search.step(logits[:, -1])
+            if search.done:
+                return self._replace(search.result())
+            past = [p[parents] for p in past]
+            mask = np.concatenate([mask[parents], np.ones((k, 1), np.int64)], axis=1)
+            embeds = np.stack([self.embed([t]) for t in tokens])
