@@ -275,6 +275,7 @@ export class Engine extends EventEmitter<EngineEvents> {
             noRepeatNgramSize: t.options.noRepeatNgramSize,
             lengthPenalty: t.options.lengthPenalty,
             earlyStopping: t.options.earlyStopping,
+            stopRule: t.options.beamStopRule,
             repetitionPenalty: t.options.repetitionPenalty,
             maxNewTokens: t.options.maxNewTokens,
             eosTokenId: this.manifest.tokens.llm_eos_token_id,

@@ -31,6 +31,7 @@ export type { ChatMessage, DialogueInputs, RenderOptions, RenderedPrompt } from 
 export { StreamDecoder } from './detokenize.js';
 export type { StreamDecoderOptions } from './detokenize.js';
 export {
+  BEAM_STOP_RULES,
   BeamSearch,
   GenerationOptionsError,
   Rng,
@@ -54,6 +55,7 @@ export {
 export type {
   BeamSearchOptions,
   BeamStep,
+  BeamStopRule,
   GenerationLimits,
   GenerationOptions,
   LogitsRow,

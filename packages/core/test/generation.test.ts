@@ -1,4 +1,7 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { fixturesDir } from '@vikdf/test-support';
 import {
   BeamSearch,
   GenerationOptionsError,
@@ -272,9 +275,11 @@ describe('resolveOptions', () => {
       numBeams: 3,
       lengthPenalty: 1,
       earlyStopping: false,
+      beamStopRule: 'hf-4.39',
       stopStrings: [],
       stopTokenIds: [],
     });
+    expect(resolveOptions(manifestDefaults, { beamStopRule: 'hf-5' }).beamStopRule).toBe('hf-5');
     const o = resolveOptions(manifestDefaults, {
       numBeams: 1,
       doSample: true,
@@ -309,6 +314,7 @@ describe('resolveOptions', () => {
     [{ doSample: 'yes' }, 'doSample', /doSample must be true or false/],
     [{ seed: 1.5 }, 'seed', /seed must be a safe integer/],
     [{ earlyStopping: 'sometimes' }, 'earlyStopping', /earlyStopping must be true, false or "never"/],
+    [{ beamStopRule: 'hf-4' }, 'beamStopRule', /beamStopRule must be "hf-4.39" or "hf-5", got "hf-4"/],
     [{ stopStrings: ['ok', ''] }, 'stopStrings', /stopStrings must be a list of non-empty strings/],
     [{ stopStrings: 'END' }, 'stopStrings', /stopStrings/],
     [{ stopTokenIds: [1, -2] }, 'stopTokenIds', /stopTokenIds/],
@@ -453,8 +459,8 @@ function runBeam(model: Model, options: BeamSearchOptions, sharedFirstRow = fals
 }
 
 /**
- * A plain re-implementation of the reference algorithm (docs/bundle-format.md, "Decoding"; `_beam_one`),
- * written for clarity: objects, full sorts, the n-gram rule by brute force, float32 rounding spelled out.
+ * A plain re-implementation of the transformers 5 rule ('hf-5'; docs/bundle-format.md, "Decoding";
+ * training/vikdf/beam.py), written for clarity: objects, full sorts, the n-gram rule by brute force, float32 rounding spelled out.
  */
 function referenceBeam(
   model: Model,
@@ -518,9 +524,10 @@ function referenceBeam(
   return { result: finished[0]!.ids, score: finished[0]!.score, steps };
 }
 
-// Written by `_beam_one` of training/vikdf/onnx_runner.py, unchanged except that the ONNX decoder is replaced
-// by the fake model above (numpy 2.4, float32 as in the runner); real transformers 5.24 `generate` gave the
-// same `result` (and `score` within 1e-6) for every case.
+// The 'hf-5' rule. Written by `_beam_one` of training/vikdf/onnx_runner.py as it was then (transformers 5 rule
+// only; now training/vikdf/beam.py, stop_rule "hf-5"), unchanged except that the ONNX decoder is replaced by
+// the fake model above (numpy 2.4, float32 as in the runner); real transformers 5.24 `generate` gave the same
+// `result` (and `score` within 1e-6) for every case.
 const PYTHON_CASES: {
   name: string;
   k: number;
@@ -613,8 +620,8 @@ const PYTHON_CASES: {
   },
 ];
 
-// Options the Python reference does not have (early_stopping true / "never", repetition penalty in beams):
-// results of real transformers 5.24 `generate` with the same fake model (inputs_embeds, no input_ids). Each
+// The 'hf-5' rule, with options the Python reference did not have (early_stopping true / "never", repetition
+// penalty in beams): results of real transformers 5.24 `generate` with the same fake model (inputs_embeds, no input_ids). Each
 // case was chosen so that the option changes the outcome (checked below). torch.topk does not order ties by
 // index, so cases whose outcome hinges on a tie were left out (e.g. table 2, k 2, no-repeat-2, 'never',
 // lp 1, where three tokens tie at step 7 and torch keeps another one than the documented rule).
@@ -646,9 +653,9 @@ function expectFloat32(actual: number, expected: number) {
 }
 
 describe('BeamSearch', () => {
-  it.each(PYTHON_CASES)('matches the Python reference step by step: $name', (c) => {
+  it.each(PYTHON_CASES)('hf-5: matches the Python reference step by step: $name', (c) => {
     const model = fakeModel(c.eosBoost, c.table === 2 ? TABLE2 : TABLE1);
-    const options = { numBeams: c.k, maxNewTokens: c.maxNew, noRepeatNgramSize: c.ngram, lengthPenalty: c.lp, eosTokenId: EOS };
+    const options = { numBeams: c.k, maxNewTokens: c.maxNew, noRepeatNgramSize: c.ngram, lengthPenalty: c.lp, eosTokenId: EOS, stopRule: 'hf-5' as const };
     const run = runBeam(model, options);
     expect(run.result).toEqual(c.result);
     expectFloat32(run.score!, c.score);
@@ -662,9 +669,9 @@ describe('BeamSearch', () => {
     expect(runBeam(model, options, true).result).toEqual(c.result);
   });
 
-  it.each(HF_ONLY_CASES)('matches Hugging Face generate: $name', (c) => {
+  it.each(HF_ONLY_CASES)('hf-5: matches Hugging Face generate: $name', (c) => {
     const model = fakeModel(c.eosBoost, c.table === 2 ? TABLE2 : TABLE1);
-    const run = runBeam(model, { numBeams: 3, maxNewTokens: 10, eosTokenId: EOS, ...c.options });
+    const run = runBeam(model, { numBeams: 3, maxNewTokens: 10, eosTokenId: EOS, stopRule: 'hf-5', ...c.options });
     expect(run.result).toEqual(c.result);
     expect(run.score).toBeCloseTo(c.score, 5);
   });
@@ -673,13 +680,13 @@ describe('BeamSearch', () => {
     for (const c of HF_ONLY_CASES) {
       const model = fakeModel(c.eosBoost, c.table === 2 ? TABLE2 : TABLE1);
       const plain = { ...c.options, earlyStopping: false, repetitionPenalty: 1 };
-      const run = runBeam(model, { numBeams: 3, maxNewTokens: 10, eosTokenId: EOS, ...plain });
+      const run = runBeam(model, { numBeams: 3, maxNewTokens: 10, eosTokenId: EOS, stopRule: 'hf-5', ...plain });
       const outcome = (result: number[], score: number) => ({ result, score: score.toFixed(4) });
       expect(outcome(run.result, run.score!), c.name).not.toEqual(outcome(c.result, c.score));
     }
   });
 
-  it('agrees with the plain reference on 300 random models (ties, bans, eos, max length, length penalties)', () => {
+  it('hf-5: agrees with the plain reference on 300 random models (ties, bans, eos, max length, length penalties)', () => {
     const rng = new Rng(20240611);
     const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng.next() * xs.length)]!;
     let earlyStops = 0;
@@ -700,7 +707,7 @@ describe('BeamSearch', () => {
       };
       const o = { k: pick([1, 2, 3, 4, 5]), maxNew: pick([1, 2, 5, 8, 12]), eos, ngram: pick([0, 0, 1, 2, 3]), lp: pick([-1, 0, 0.5, 1, 2]) };
       const ref = referenceBeam(model, o);
-      const run = runBeam(model, { numBeams: o.k, maxNewTokens: o.maxNew, eosTokenId: eos, noRepeatNgramSize: o.ngram, lengthPenalty: o.lp });
+      const run = runBeam(model, { numBeams: o.k, maxNewTokens: o.maxNew, eosTokenId: eos, noRepeatNgramSize: o.ngram, lengthPenalty: o.lp, stopRule: 'hf-5' });
       const label = `trial ${trial} ${JSON.stringify(o)}`;
       expect(run.result, label).toEqual(ref.result);
       expect(run.score, label).toBe(ref.score);
@@ -710,20 +717,28 @@ describe('BeamSearch', () => {
     expect(earlyStops).toBeGreaterThan(30); // the early-stop heuristic was exercised
   });
 
-  it('length penalty decides between a short and a long hypothesis (hand-computed)', () => {
-    // Step 0: logp(eos) = 2.5 - lse = -1.0366, logp(0) = logp(2) = logp(3) = -1.5366. After any token, eos is
-    // near certain (-0.0001). k = 2: [eos] finishes with -1.0366; then [0, eos] and [2, eos] finish with
-    // -1.5367 / 2^lp. lp 1: -0.768 beats -1.0366 -> [0, eos] (tie with [2, eos]: the lower parent first).
-    // lp 0: -1.5367 loses -> [eos].
-    const model: Model = (g) => (g.length === 0 ? f32([2, 2.5, 2, 2]) : f32([0, 10, 0, 0]));
+  it('length penalty decides between a short and a long hypothesis; 4.39 stops a step later (hand-computed)', () => {
+    // Step 1: lse = log(e^2 + e^2.5 + e^1.75 + e^1.5) = 3.3949, so logp(eos) = -0.8949, logp(0) = -1.3949,
+    // logp(2) = -1.6449. After any token eos is near certain (-0.0001). k = 2: [eos] finishes with -0.8949; the
+    // running beams are [0] and [2]. Step 2: [0, eos] and [2, eos] finish with -1.3950 / 2^lp and -1.6450 / 2^lp.
+    // lp 1: -0.6975 beats -0.8949 -> [0, eos]. lp 0: -1.3950 loses -> [eos].
+    // When to stop, lp 1: the finished scores are -0.6975 and -0.8225. 'hf-5' compares the worst with the best
+    // *running* beam, [0, x] at (-1.3949 - 10.0001) / 2 = -5.70: done after step 2. 'hf-4.39' compares it with the
+    // best candidate of the step, [0, eos] itself at -0.6975: not done, one more step. transformers 4.39.3
+    // `generate` on this model: [0, 1] with -0.69745 in 3 forward passes, and [1] with -0.89477 in 2 (lp 0).
+    const model: Model = (g) => (g.length === 0 ? f32([2, 2.5, 1.75, 1.5]) : f32([0, 10, 0, 0]));
     const options = { numBeams: 2, maxNewTokens: 5, eosTokenId: 1 };
-    const long = runBeam(model, { ...options, lengthPenalty: 1 });
-    expect(long.result).toEqual([0, 1]);
-    expect(long.score).toBeCloseTo(-1.5367 / 2, 3);
-    expect(long.parents.length).toBe(2); // the early-stop heuristic ends it after step 2
-    const short = runBeam(model, { ...options, lengthPenalty: 0 });
-    expect(short.result).toEqual([1]);
-    expect(short.score).toBeCloseTo(2.5 - Math.log(3 * Math.exp(2) + Math.exp(2.5)), 4);
+    for (const [stopRule, steps] of [['hf-4.39', 3], ['hf-5', 2]] as const) {
+      const long = runBeam(model, { ...options, lengthPenalty: 1, stopRule });
+      expect(long.result).toEqual([0, 1]);
+      expect(long.score).toBeCloseTo(-0.69745, 4);
+      expect(long.parents.length, stopRule).toBe(steps);
+      const short = runBeam(model, { ...options, lengthPenalty: 0, stopRule });
+      expect(short.result).toEqual([1]);
+      expect(short.score).toBeCloseTo(-0.89477, 4);
+      expect(short.parents.length, stopRule).toBe(2);
+    }
+    expect(new BeamSearch(options).stopRule).toBe('hf-4.39'); // the default
   });
 
   it('one new token: the best first token, in one step', () => {
@@ -736,6 +751,7 @@ describe('BeamSearch', () => {
   it('validates its input and its state', () => {
     expect(() => new BeamSearch({ numBeams: 0, maxNewTokens: 4, eosTokenId: 1 })).toThrow(/numBeams/);
     expect(() => new BeamSearch({ numBeams: 2, maxNewTokens: 0, eosTokenId: 1 })).toThrow(/maxNewTokens/);
+    expect(() => new BeamSearch({ numBeams: 2, maxNewTokens: 4, eosTokenId: 1, stopRule: 'hf-6' as never })).toThrow(/stopRule/);
     const search = new BeamSearch({ numBeams: 2, maxNewTokens: 1, eosTokenId: 1 });
     expect(() => search.step([f32([0, 1]), f32([0, 1]), f32([0, 1])])).toThrow(/expects 2 logits rows/);
     expect(() => search.step([f32([0, 1]), f32([0, 1, 2])])).toThrow(/same, non-zero length/);
@@ -751,6 +767,15 @@ describe('BeamSearch', () => {
     expect(next.done).toBe(false);
     expect(search.result()).toEqual([2, 2]);
     expect(search.score).toBeUndefined();
+  });
+
+  it('result() before the end, hf-4.39: the best finished hypothesis once there is one', () => {
+    const model: Model = (g) => (g.length === 0 ? f32([0, 2, 3, 1]) : f32([0, -5, 3, 1]));
+    const search = new BeamSearch({ numBeams: 2, maxNewTokens: 10, eosTokenId: 1 });
+    search.step([model([])]); // eos ranks second: [1] finishes; [2] and [3] run on
+    expect(search.done).toBe(false);
+    expect(search.result()).toEqual([1]);
+    expect(search.score).toBeCloseTo(2 - Math.log(1 + Math.exp(2) + Math.exp(3) + Math.exp(1)), 5);
   });
 
   it('topIndices orders like a stable argsort of the negated values', () => {
@@ -777,3 +802,74 @@ How the Python and Hugging Face expectations above were produced (numpy 2.4, tor
   #       repetition_penalty=..., eos_token_id=1, pad_token_id=0, return_dict_in_generate=True, output_scores=True))
   #   -> sequences[0] (cut after the first eos) and sequences_scores[0].
 */
+
+// ---------------------------------------------------------------------------------------------------------
+// The 'hf-4.39' rule against transformers 4.39.3 itself (the version the official VIKDF code pins): the
+// `fake_cases` of test/fixtures/tiny-random.beam-hf-4.39.json were decoded by its `generate` on fake models
+// (training/vikdf/hf439_worker.py; regenerate with `python -m vikdf.beam_golden`).
+
+interface FakeCase {
+  vocab: number;
+  table_seed: number;
+  eos: number;
+  eos_boost: number;
+  num_beams: number;
+  max_new_tokens: number;
+  no_repeat_ngram_size: number;
+  length_penalty: number;
+  early_stopping: boolean | 'never';
+  ids: number[];
+  score: number;
+}
+const beamGolden: { written_by: { transformers: string }; fake_cases: FakeCase[] } = JSON.parse(
+  readFileSync(path.join(fixturesDir, 'tiny-random.beam-hf-4.39.json'), 'utf8'),
+);
+
+/** hf439_worker.fake_table: steps x (vocab + 1) rows of float32 logits in [-3, 3) from MINSTD. */
+function fakeTable(vocab: number, steps: number, seed: number): Float32Array[][] {
+  let state = seed;
+  return Array.from({ length: steps }, () =>
+    Array.from({ length: vocab + 1 }, () =>
+      Float32Array.from({ length: vocab }, () => {
+        state = (state * 48271) % 2147483647; // < 2^47: exact in a double
+        return Math.fround((state / 2147483647) * 6 - 3);
+      }),
+    ),
+  );
+}
+
+/** hf439_worker.fake_logits: the row for the step after `generated`, eos raised by eosBoost x length. */
+const tableModel =
+  (table: Float32Array[][], eos: number, eosBoost: number): Model =>
+  (generated) => {
+    const row = table[generated.length]![(generated.length ? generated[generated.length - 1]! : -1) + 1]!.slice();
+    row[eos] = Math.fround(row[eos]! + Math.fround(eosBoost * generated.length));
+    return row;
+  };
+
+describe('BeamSearch, hf-4.39 rule (transformers 4.39.3 generate on fake models)', () => {
+  it(`reproduces all ${beamGolden.fake_cases.length} fake-model goldens; the hf-5 rule answers some differently`, () => {
+    expect(beamGolden.written_by.transformers).toBe('4.39.3');
+    expect(beamGolden.fake_cases.length).toBeGreaterThanOrEqual(100);
+    let differ = 0;
+    for (const [i, c] of beamGolden.fake_cases.entries()) {
+      const model = tableModel(fakeTable(c.vocab, c.max_new_tokens, c.table_seed), c.eos, c.eos_boost);
+      const options: BeamSearchOptions = {
+        numBeams: c.num_beams,
+        maxNewTokens: c.max_new_tokens,
+        eosTokenId: c.eos,
+        noRepeatNgramSize: c.no_repeat_ngram_size,
+        lengthPenalty: c.length_penalty,
+        earlyStopping: c.early_stopping,
+      };
+      const label = `case ${i} ${JSON.stringify(options)}`;
+      const run = runBeam(model, options); // the default rule
+      expect(run.result, label).toEqual(c.ids);
+      // 4.39 returns the score as float32; torch's float32 log-softmax may round an ulp or two apart from ours.
+      expect(Math.abs(Math.fround(run.score!) - c.score), label).toBeLessThanOrEqual(4 * 2 ** -23 * Math.abs(c.score));
+      if (JSON.stringify(runBeam(model, { ...options, stopRule: 'hf-5' }).result) !== JSON.stringify(c.ids)) differ++;
+    }
+    // The cases must tell the two rules apart, or this test would not check the rule at all.
+    expect(differ).toBeGreaterThan(0);
+  });
+});

@@ -1,20 +1,36 @@
 /**
- * Beam search for one sequence, exactly as Hugging Face transformers 5 `generate` (and the Python reference
- * `training/vikdf/onnx_runner.py`, `_beam_one`; docs/bundle-format.md, "Decoding").
+ * Beam search for one sequence, exactly as Hugging Face `generate` (and the Python reference
+ * `training/vikdf/onnx_runner.py`, `_beam_one`; docs/bundle-format.md, "Decoding"), by one of two rules:
+ *
+ * - `'hf-4.39'` (the default): transformers 4.39.3, which the official VIKDF code pins. Its
+ *   `BeamSearchScorer.process` keeps the first k candidates that are not eos as the running beams, adds the
+ *   eos candidates ranked among the first k to the finished hypotheses (score in float64), and stops when k
+ *   hypotheses are finished and the worst of them is at least `best candidate of the step / cur_len ** lp`
+ *   (`BeamHypotheses.is_done`, with the step's best candidate *whether or not it ended with eos*). At
+ *   `max_new_tokens` the running beams join the hypotheses (`finalize`).
+ * - `'hf-5'`: transformers 5's vectorised `_beam_search`, which compares the worst finished score against the
+ *   best *running* beam (`_check_early_stop_heuristic`), so it may stop a step or more earlier.
  *
  * The model stays outside: each `step` takes one logits row per running beam and says which beam each new
  * beam continues (`parents`, to reorder the KV cache by) and which token it appends (`tokens`, to feed next).
  *
- * Numbers follow the reference's numpy dtypes: log-probabilities, beam scores and finished scores are
- * float32 (rounded with `Math.fround` or stored in a `Float32Array`); the "-1e9 if stopped" adjustments are
- * float64 before being rounded, as numpy promotes them. Candidate ties go to the lower flat index
- * (beam-major), like `np.argsort(-x, kind='stable')`.
+ * Numbers follow the references' dtypes: log-probabilities and running beam scores are float32 (rounded with
+ * `Math.fround` or stored in a `Float32Array`). Finished scores are float64 under 'hf-4.39' (Python floats)
+ * and float32 under 'hf-5' (a tensor), whose "-1e9 if stopped" adjustments are float64 before being rounded,
+ * as numpy promotes them. Candidate ties go to the lower flat index (beam-major), like
+ * `np.argsort(-x, kind='stable')`.
  */
 
 import { applyRepetitionPenalty, banNgramRepeats, logSoftmax, type LogitsRow } from './logits.js';
 
 /** Hugging Face's "impossible" score. */
 const NEG = -1.0e9;
+
+/** Which transformers version's beam search bookkeeping to follow (see the file comment). */
+export type BeamStopRule = 'hf-4.39' | 'hf-5';
+
+/** The rules `BeamStopRule` accepts. */
+export const BEAM_STOP_RULES: readonly BeamStopRule[] = ['hf-4.39', 'hf-5'];
 
 export interface BeamSearchOptions {
   /** k, the number of beams (integer >= 1). */
@@ -36,6 +52,11 @@ export interface BeamSearchOptions {
   repetitionPenalty?: number;
   /** Ids the repetition penalty also counts. Hugging Face with `inputs_embeds` counts none. Default []. */
   promptIds?: readonly number[];
+  /**
+   * 'hf-4.39' (default): transformers 4.39.3, as the official VIKDF code decodes; 'hf-5': transformers 5,
+   * whose early stop compares against the best running beam only.
+   */
+  stopRule?: BeamStopRule;
 }
 
 /** What one step decided. */
@@ -54,6 +75,7 @@ export interface BeamStep {
 export class BeamSearch {
   readonly numBeams: number;
   readonly maxNewTokens: number;
+  readonly stopRule: BeamStopRule;
   private readonly eos: Set<number>;
   private readonly candidates: number;
   private readonly noRepeatNgramSize: number;
@@ -65,12 +87,18 @@ export class BeamSearch {
   /** Generated tokens of each running beam, best first. */
   private running: number[][];
   private runningScores: Float32Array;
-  /** Finished slots: sequences, length-normalised scores, and whether each slot holds a real hypothesis. */
+  /**
+   * 'hf-5': k finished slots (sequences, float32 length-normalised scores, whether each slot holds a real
+   * hypothesis), best first.
+   */
   private finished: number[][];
   private finishedScores: Float32Array;
   private finishedFlags: boolean[];
-  /** The early-stop heuristic: false once no running beam can beat the finished ones. */
+  /** 'hf-5': the early-stop heuristic, false once no running beam can beat the finished ones. */
   private improvable = true;
+  /** 'hf-4.39': `BeamHypotheses`, in its list order (which decides ties), and its `worst_score`. */
+  private hypotheses: Hypothesis[] = [];
+  private worstScore = 1e9;
   private curLen = 0;
   private isDone = false;
 
@@ -80,9 +108,14 @@ export class BeamSearch {
     if (!Number.isInteger(options.maxNewTokens) || options.maxNewTokens < 1) {
       throw new RangeError(`maxNewTokens must be an integer >= 1, got ${options.maxNewTokens}`);
     }
+    const rule = options.stopRule ?? 'hf-4.39';
+    if (!BEAM_STOP_RULES.includes(rule)) {
+      throw new RangeError(`stopRule must be one of ${BEAM_STOP_RULES.join(', ')}, got ${String(rule)}`);
+    }
     const eos = typeof options.eosTokenId === 'number' ? [options.eosTokenId] : [...options.eosTokenId];
     this.numBeams = k;
     this.maxNewTokens = options.maxNewTokens;
+    this.stopRule = rule;
     this.eos = new Set(eos);
     this.candidates = Math.max(2, 1 + this.eos.size) * k;
     this.noRepeatNgramSize = options.noRepeatNgramSize ?? 0;
@@ -143,17 +176,85 @@ export class BeamSearch {
       for (let t = 0; t < vocab; t++) total[offset + t] = logp[t]! + score; // float32 sum
     }
 
-    // Step 3: the best 2k candidates; a candidate stops on eos or at the last step.
-    const n = this.candidates;
-    const cand = topIndices(total, n);
-    const candScores = cand.map((i) => total[i]!);
-    const candParents = cand.map((i) => Math.floor(i / vocab));
-    const candTokens = cand.map((i) => i % vocab);
-    const lastStep = this.curLen + 1 >= this.maxNewTokens;
-    const hits = candTokens.map((t) => this.eos.has(t) || lastStep);
+    // Step 3: the best (1 + number of eos ids, at least 2) * k candidates, best first.
+    const cand = topIndices(total, this.candidates);
+    const step: Candidates = {
+      scores: cand.map((i) => total[i]!),
+      parents: cand.map((i) => Math.floor(i / vocab)),
+      tokens: cand.map((i) => i % vocab),
+      lastStep: this.curLen + 1 >= this.maxNewTokens,
+    };
+    const keep = this.stopRule === 'hf-4.39' ? this.step439(step) : this.step5(step);
+
+    const parents = keep.map((i) => step.parents[i]!);
+    return { parents: shared ? parents.map(() => 0) : parents, tokens: keep.map((i) => step.tokens[i]!), done: this.isDone };
+  }
+
+  /**
+   * Steps 4-6 as transformers 4.39.3 `BeamSearchScorer.process`, `BeamHypotheses.is_done` and `finalize`;
+   * returns the candidates (indices into `c`) that run on.
+   */
+  private step439(c: Candidates): number[] {
+    const k = this.numBeams;
+    // Step 4: candidates in rank order; an eos one among the first k becomes a finished hypothesis, the
+    // first k others run on (there are always k: each beam gives at most one candidate per eos id).
+    const keep: number[] = [];
+    const denominator = (this.curLen + 1) ** this.lengthPenalty; // float64, as Python
+    for (let i = 0; i < c.tokens.length && keep.length < k; i++) {
+      if (this.eos.has(c.tokens[i]!)) {
+        if (i < k) this.addHypothesis([...this.running[c.parents[i]!]!, c.tokens[i]!], c.scores[i]! / denominator);
+      } else {
+        keep.push(i);
+      }
+    }
+    this.running = keep.map((i) => [...this.running[c.parents[i]!]!, c.tokens[i]!]);
+    this.runningScores = Float32Array.from(keep, (i) => c.scores[i]!);
+    this.curLen += 1;
+
+    // Step 5: done once k hypotheses are finished and the best candidate of the step, eos or not, cannot
+    // beat the worst of them ('never' with lp > 0: at the longest length).
+    let done = false;
+    if (this.hypotheses.length >= k) {
+      if (this.earlyStopping === true) done = true;
+      else {
+        const best = Math.max(...c.scores);
+        const lp = this.lengthPenalty;
+        const length = this.earlyStopping === 'never' && lp > 0 ? this.maxNewTokens : this.curLen;
+        done = this.worstScore >= best / length ** lp;
+      }
+    }
+    // Step 6: at the last step, the running beams join the hypotheses (`finalize`) unless already done.
+    if (c.lastStep && !done) {
+      this.running.forEach((seq, b) => this.addHypothesis(seq, this.runningScores[b]! / denominator));
+    }
+    this.isDone = done || c.lastStep;
+    return keep;
+  }
+
+  /** `BeamHypotheses.add`: keeps the k best; a newcomer must beat the worst once k are held. */
+  private addHypothesis(ids: number[], score: number): void {
+    const k = this.numBeams;
+    if (!(this.hypotheses.length < k || score > this.worstScore)) return;
+    this.hypotheses.push({ ids, score });
+    if (this.hypotheses.length > k) {
+      // Python's sorted((score, index)): the lowest score goes, the earliest added among equals.
+      const order = this.hypotheses.map((h, i) => ({ s: h.score, i })).sort((a, b) => a.s - b.s || a.i - b.i);
+      this.hypotheses.splice(order[0]!.i, 1);
+      this.worstScore = order[1]!.s;
+    } else {
+      this.worstScore = Math.min(score, this.worstScore);
+    }
+  }
+
+  /** Steps 4-6 as transformers 5 `_beam_search`; returns the candidates (indices into `c`) that run on. */
+  private step5(c: Candidates): number[] {
+    const k = this.numBeams;
+    const n = c.tokens.length;
+    // A candidate stops on eos or at the last step.
+    const hits = c.tokens.map((t) => this.eos.has(t) || c.lastStep);
 
     // Step 4: the next running beams, the best k candidates that did not stop (float64 adjustment).
-    const adjusted = candScores.map((s, i) => s + (hits[i] ? NEG : 0));
+    const adjusted = c.scores.map((s, i) => s + (hits[i] ? NEG : 0));
     const keep = topIndices(adjusted, k);
 
     // Step 5: stopping candidates among the first k become finished hypotheses (length-normalised);
@@ -167,33 +268,37 @@ export class BeamSearch {
     const mergedFlags = [...this.finishedFlags];
     for (let i = 0; i < n; i++) {
       const accept = hits[i]! && i < k && acceptOpen;
-      const normalised = Math.fround(candScores[i]! / denominator);
+      const normalised = Math.fround(c.scores[i]! / denominator);
       mergedScores[k + i] = normalised + (accept ? 0 : NEG);
       mergedFlags.push(accept);
     }
     const best = topIndices(mergedScores, k);
     const nextFinished = best.map((j) =>
-      j < k ? this.finished[j]! : [...this.running[candParents[j - k]!]!, candTokens[j - k]!],
+      j < k ? this.finished[j]! : [...this.running[c.parents[j - k]!]!, c.tokens[j - k]!],
     );
     this.finishedScores = Float32Array.from(best, (j) => mergedScores[j]!);
     this.finishedFlags = best.map((j) => mergedFlags[j]!);
     this.finished = nextFinished;
 
-    const parents = keep.map((i) => candParents[i]!);
-    const tokens = keep.map((i) => candTokens[i]!);
-    this.running = keep.map((i) => [...this.running[candParents[i]!]!, candTokens[i]!]);
+    this.running = keep.map((i) => [...this.running[c.parents[i]!]!, c.tokens[i]!]);
     this.runningScores = Float32Array.from(keep, (i) => adjusted[i]!);
     this.curLen += 1;
 
-    // Step 6: the early-stop heuristic, then the stop decision.
+    // Step 6: the early-stop heuristic against the best *running* beam, then the stop decision.
     const allFinished = this.finishedFlags.every(Boolean);
     const worst = allFinished ? Math.min(...this.finishedScores) : NEG;
     const hypotheticalLength = this.earlyStopping === 'never' && lp > 0 ? this.maxNewTokens : this.curLen;
     const bestPossible = Math.fround(this.runningScores[0]! / Math.fround(hypotheticalLength ** lp));
     this.improvable = this.improvable && bestPossible > worst;
     this.isDone = !this.improvable || hits.every(Boolean) || (this.earlyStopping === true && allFinished);
+    return keep;
+  }
 
-    return { parents: shared ? parents.map(() => 0) : parents, tokens, done: this.isDone };
+  /** The best finished hypothesis (4.39 `finalize`: the last of the highest-scored ones in list order). */
+  private bestHypothesis(): Hypothesis | undefined {
+    let best: Hypothesis | undefined;
+    for (const h of this.hypotheses) if (best === undefined || h.score >= best.score) best = h;
+    return best;
   }
 
   /**
@@ -201,14 +306,32 @@ export class BeamSearch {
    * is done (e.g. cancelled), it falls back to the best running beam when nothing has finished yet.
    */
   result(): number[] {
+    if (this.stopRule === 'hf-4.39') return [...(this.bestHypothesis()?.ids ?? this.running[0]!)];
     const finished = this.isDone || this.finishedFlags[0];
     return [...(finished ? this.finished[0]! : this.running[0]!)];
   }
 
   /** The length-normalised score of `result()` when it is a finished sequence, else undefined. */
   get score(): number | undefined {
+    if (this.stopRule === 'hf-4.39') return this.bestHypothesis()?.score;
     return this.finishedFlags[0] ? this.finishedScores[0] : undefined;
   }
+}
+
+/** A finished hypothesis of the 'hf-4.39' rule. */
+interface Hypothesis {
+  ids: number[];
+  /** Sum of log-probabilities / length ** length penalty, in float64. */
+  score: number;
+}
+
+/** One step's candidates, best first. */
+interface Candidates {
+  scores: number[];
+  parents: number[];
+  tokens: number[];
+  /** Whether this step reaches `maxNewTokens`. */
+  lastStep: boolean;
 }
 
 /**

@@ -1,5 +1,5 @@
-export { BeamSearch, topIndices } from './beam.js';
-export type { BeamSearchOptions, BeamStep } from './beam.js';
+export { BEAM_STOP_RULES, BeamSearch, topIndices } from './beam.js';
+export type { BeamSearchOptions, BeamStep, BeamStopRule } from './beam.js';
 export {
   applyRepetitionPenalty,
   applyTemperature,

@@ -4,6 +4,7 @@
  */
 
 import type { GenerationDefaults } from '../bundle.js';
+import { BEAM_STOP_RULES, type BeamStopRule } from './beam.js';
 
 /** What a caller may set for one generation; every field is optional (the bundle's defaults fill the rest). */
 export interface GenerationOptions {
@@ -33,6 +34,12 @@ export interface GenerationOptions {
   lengthPenalty?: number;
   /** Beam search stopping rule, as Hugging Face's `early_stopping`. Bundle default: `early_stopping`. */
   earlyStopping?: boolean | 'never';
+  /**
+   * Beam search bookkeeping: 'hf-4.39' (default), as transformers 4.39.3, which the official VIKDF code pins
+   * (the early stop compares against the best candidate of the step, eos ones included); 'hf-5', as
+   * transformers 5 (against the best running beam, so it may stop earlier, with a shorter reply).
+   */
+  beamStopRule?: BeamStopRule;
   /** Stop when the generated text contains one of these strings (the text is cut before it). Default none. */
   stopStrings?: string[];
   /** Stop after generating one of these ids (as with end-of-sequence). Default none. */
@@ -55,6 +62,7 @@ export interface ResolvedGenerationOptions {
   numBeams: number;
   lengthPenalty: number;
   earlyStopping: boolean | 'never';
+  beamStopRule: BeamStopRule;
   stopStrings: string[];
   stopTokenIds: number[];
 }
@@ -91,6 +99,8 @@ const LIBRARY_DEFAULTS = {
   numBeams: 1,
   lengthPenalty: 1,
   earlyStopping: false as boolean | 'never',
+  // Not a Hugging Face option: the rule of the transformers version the official VIKDF code runs.
+  beamStopRule: 'hf-4.39' as BeamStopRule,
 };
 
 const OPTION_NAMES: readonly (keyof GenerationOptions)[] = [
@@ -107,6 +117,7 @@ const OPTION_NAMES: readonly (keyof GenerationOptions)[] = [
   'numBeams',
   'lengthPenalty',
   'earlyStopping',
+  'beamStopRule',
   'stopStrings',
   'stopTokenIds',
 ];
@@ -123,6 +134,7 @@ const SNAKE_TO_CAMEL: Record<string, keyof GenerationOptions> = {
   num_beams: 'numBeams',
   length_penalty: 'lengthPenalty',
   early_stopping: 'earlyStopping',
+  beam_stop_rule: 'beamStopRule',
   stop_strings: 'stopStrings',
   stop_token_ids: 'stopTokenIds',
 };
@@ -184,6 +196,10 @@ export function resolveOptions(
   if (earlyStopping !== true && earlyStopping !== false && earlyStopping !== 'never') {
     fail('earlyStopping', `earlyStopping must be true, false or "never", got ${show(earlyStopping)}`);
   }
+  const beamStopRule = pick('beamStopRule');
+  if (!(BEAM_STOP_RULES as readonly unknown[]).includes(beamStopRule)) {
+    fail('beamStopRule', `beamStopRule must be ${BEAM_STOP_RULES.map((r) => `"${r}"`).join(' or ')}, got ${show(beamStopRule)}`);
+  }
 
   let seed: number | undefined;
   if (given.seed !== undefined) {
@@ -218,6 +234,7 @@ export function resolveOptions(
     numBeams,
     lengthPenalty,
     earlyStopping: earlyStopping as boolean | 'never',
+    beamStopRule: beamStopRule as BeamStopRule,
     stopStrings: [...stopStrings],
     stopTokenIds: [...stopTokenIds],
   };
