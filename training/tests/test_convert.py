@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import Blip2QFormerConfig, CLIPConfig
 
-from vikdf.convert import ConversionError, convert
+from vikdf.convert import ConversionError, convert, official_text_max_length
 from vikdf.onnx_runner import BundleRunner
 from vikdf.tiny import build_tiny_model, save_tokenizers, tiny_config
 
@@ -150,3 +150,11 @@ def test_missing_tokenizer_is_named(official, tmp_path):
     _, ckpt, _ = official
     with pytest.raises(ConversionError, match=r"llm_tokenizer/tokenizer\.json: missing"):
         convert(_write_variant(ckpt, tmp_path, drop_tokenizer=True), tmp_path / "out")
+
+
+def test_text_encoder_limit_is_the_official_min_of_128_and_positions():
+    # inference.py: max_source_length = min(args.max_source_length (128), text max_position_embeddings)
+    assert official_text_max_length(77) == 77  # CLIP ViT-L/14, the official encoder
+    assert official_text_max_length(32) == 32  # the tiny fixture
+    assert official_text_max_length(100) == 100  # not capped at CLIP's 77
+    assert official_text_max_length(248) == 128

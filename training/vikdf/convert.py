@@ -48,6 +48,8 @@ PRETRAINING_PREFIXES = (
 )
 # Buffers that some transformers versions saved and ours recompute.
 IGNORED_BUFFERS = ("clip_text_model.embeddings.position_ids", "language_model.model.rotary_emb.inv_freq")
+# inference.py's --max_source_length: the LLM prompt limit, and the text encoder's with its positions.
+OFFICIAL_MAX_SOURCE_LENGTH = 128
 
 
 class ConversionError(ValueError):
@@ -160,11 +162,17 @@ def convert(ckpt: str | Path, out_dir: str | Path, name: str | None = None, vari
         text_pad_token_id=text_pad,
         replace_generated={"0": 2},  # official generate: id 0 (Llama's pad/unk) -> eos before decoding
     )
-    # Official limits: CLIP input min(128, 77) tokens (never more than the encoder's positions), prompt 128.
-    text_max = min(77, model.config.text_config().max_position_embeddings)
+    text_max = official_text_max_length(model.config.text_config().max_position_embeddings)
     settings = PromptSettings(chat_template=LLAMA2_CHAT_TEMPLATE, knowledge_placeholder=KNOWLEDGE_PLACEHOLDER,
-                              text_max_length=text_max, prompt_max_length=128)
+                              text_max_length=text_max, prompt_max_length=OFFICIAL_MAX_SOURCE_LENGTH)
     return write_bundle(model, text_tok, llm_tok, Path(out_dir), settings, tokens, name or ckpt.name, "convert", variants=variants)
+
+
+def official_text_max_length(text_positions: int) -> int:
+    """The official text-encoder input limit for dialogue: inference.py's `min(max_source_length,
+    max_position_embeddings)` with `max_source_length` 128, i.e. 77 for CLIP. (train.py's pre-training caps
+    captions the same way with its `max_seq_length`.)"""
+    return min(OFFICIAL_MAX_SOURCE_LENGTH, text_positions)
 
 
 def _text_pad_id(path: Path, fallback: int | None) -> int:
