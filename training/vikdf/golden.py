@@ -1,7 +1,8 @@
 """Golden outputs of the PyTorch model for a bundle: what any runtime must reproduce (docs/bundle-format.md).
 
 For each case (one conversation, or a batch of them): the token ids the formatting rules give, the knowledge
-vectors, the top-5 of the first decoder step, and greedy and beam-3 no-repeat-3-gram continuations.
+vectors, the top-5 of the first decoder step, greedy continuations with each step's top-2 logit margin (near-ties),
+and beam-3 no-repeat-3-gram continuations.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ def _trim(ids: list[int], eos: int, replace: dict) -> list[int]:
 
 
 @torch.no_grad()
+def greedy_margins(model: VIKDFModel, x, pad: int, raw_ids: list[int]) -> list[float]:
+    """Top-2 logit margin at each greedy step (batch 1, the golden's own ids fed back): where a margin is tiny, the
+    token can flip on a runtime whose sums round differently, so the TypeScript tests compare ids only up to there."""
+    from .decoder import position_ids_from_mask
+
+    text = torch.tensor([x.text_ids])
+    embeds, mask = model.generation_inputs(text, torch.ones_like(text), [x.prompt_ids], [x.splice_at], pad)
+    fed = torch.tensor(raw_ids[:-1], dtype=torch.long)
+    embeds = torch.cat([embeds, model.embed_llm(fed)[None]], dim=1)
+    mask = torch.cat([mask, torch.ones(1, len(fed), dtype=mask.dtype)], dim=1)
+    logits = model.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
+    top2 = logits[0, -len(raw_ids):].topk(2, dim=-1).values
+    return [round(float(a - b), 6) for a, b in top2.tolist()]
+
+
+@torch.no_grad()
 def golden_case(model: VIKDFModel, fmt: DialogueFormatter, manifest: dict, conversations: list[list[str]], new_tokens: int) -> dict:
     tokens = manifest["tokens"]
     eos, pad = tokens["llm_eos_token_id"], tokens["llm_pad_token_id"]
@@ -71,6 +88,7 @@ def golden_case(model: VIKDFModel, fmt: DialogueFormatter, manifest: dict, conve
             "knowledge_embeds_checksum": {"sum": float(projected[i].sum()), "abs_sum": float(projected[i].abs().sum())},
             "first_step_top5": {"ids": top.indices[i].tolist(), "logits": [round(v, 6) for v in top.values[i].tolist()]},
             "greedy_ids": _trim(greedy[i].tolist(), eos, replace),
+            "greedy_margins": greedy_margins(model, x, pad, _trim(greedy[i].tolist(), eos, {})),
             "beam3_no_repeat3_ids": _trim(beam[i].tolist(), eos, replace),
         })
     return {"rows": rows}

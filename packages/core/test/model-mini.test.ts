@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Engine, scoreContinuation } from '../src/index.js';
 import modelMini, { bundlePath } from '@vikdf/model-mini';
+import { decidedSteps } from '@vikdf/test-support';
 
 interface GoldenCase {
   turns: string[];
@@ -28,12 +29,6 @@ const golden: {
 const tol = golden.tolerances;
 const greedy = { numBeams: 1, doSample: false, noRepeatNgramSize: 0, maxNewTokens: golden.new_tokens };
 const beam = { numBeams: 3, noRepeatNgramSize: 3, lengthPenalty: 1, doSample: false, maxNewTokens: golden.new_tokens };
-
-/** Steps before the golden's first near-tie: the ids there cannot flip on any correct runtime. */
-function decidedSteps(margins: number[]): number {
-  const tie = margins.findIndex((m) => m < tol.tie_margin);
-  return tie < 0 ? margins.length : tie;
-}
 
 async function sizeOf(dir: string): Promise<number> {
   let total = 0;
@@ -95,7 +90,7 @@ describe('@vikdf/model-mini', () => {
     let total = 0;
     for (const c of golden.cases) {
       const ids = (await engine.generate({ context: c.turns, options: greedy }).result).tokenIds;
-      const n = decidedSteps(c.greedy.margins);
+      const n = decidedSteps(c.greedy.margins, tol.tie_margin);
       expect(ids.slice(0, n)).toEqual(c.greedy.ids.slice(0, n));
       if (n === c.greedy.margins.length) expect(ids).toEqual(c.greedy.ids);
       decided += n;

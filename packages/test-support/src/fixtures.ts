@@ -18,10 +18,12 @@ export interface TinyGoldenRow {
   knowledge_embeds: number[][];
   first_step_top5: { ids: number[]; logits: number[] };
   greedy_ids: number[];
+  greedy_margins: number[];
   beam3_no_repeat3_ids: number[];
 }
 export interface TinyGolden {
   new_tokens: number;
+  tolerance: { knowledge_embeds_abs: number; logits_abs: number };
   cases: { name: string; rows: TinyGoldenRow[] }[];
 }
 
