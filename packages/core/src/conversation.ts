@@ -105,12 +105,24 @@ export class Conversation {
     return (this.config.maxContextTokens ?? m.prompt.max_length) + m.model.num_query_tokens;
   }
 
-  /** The most recent whole turns that fit the budget (the last one always does: `check` made sure). */
+  /**
+   * The most recent whole turns that fit the budget (the last one always does: `check` made sure). Dropping a
+   * turn never adds tokens, so the first start that fits is found by bisection: about 6 renderings of the prompt
+   * for 64 turns, where a scan from the oldest turn rendered up to 64 (and blocked the event loop for long
+   * conversations: docs/reliability.md).
+   */
   private window(turns: string[]): string[] {
     const budget = this.budget();
-    let start = Math.max(0, turns.length - (this.config.maxTurns ?? 64));
-    while (start < turns.length - 1 && this.engine.formatter.countPromptTokens(turns.slice(start)) > budget) start++;
-    return turns.slice(start);
+    const fits = (start: number) => this.engine.formatter.countPromptTokens(turns.slice(start)) <= budget;
+    let lo = Math.max(0, turns.length - (this.config.maxTurns ?? 64));
+    let hi = turns.length - 1; // fits
+    if (fits(lo)) return turns.slice(lo);
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (fits(mid)) hi = mid;
+      else lo = mid;
+    }
+    return turns.slice(hi);
   }
 
   private remember(message: string, reply: string): void {
