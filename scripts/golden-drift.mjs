@@ -3,7 +3,7 @@
 // the largest knowledge-vector and teacher-forced logit differences, and whether greedy decoding chose the same
 // ids. Run it on machines with other CPUs (or under `qemu-x86_64 -cpu Haswell node ...` for AVX2 kernels on an
 // AVX-512 machine) to measure the tolerances that the golden tests use; docs/reliability.md has the results.
-//   node scripts/golden-drift.mjs [golden.json] [bundle-dir]   (default: @vikdf/model-mini's)
+//   node scripts/golden-drift.mjs [golden.json] [bundle-dir] [fast|exact]   (default: @vikdf/model-mini's, exact)
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,8 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const goldenFile = process.argv[2] ?? path.join(root, 'packages/model-mini/golden.json');
 const bundle = process.argv[3] ?? path.join(root, 'packages/model-mini/bundle');
 const golden = JSON.parse(await readFile(goldenFile, 'utf8'));
-const engine = await Engine.load(bundle, { devices: ['cpu'], verify: false });
+const precision = process.argv[4] ?? 'exact';
+const engine = await Engine.load(bundle, { devices: ['cpu'], verify: false, precision });
 
 let knowledgeAbs = 0;
 let logitAbs = 0;
@@ -32,4 +33,4 @@ for (const c of golden.cases) {
 }
 await engine.close();
 const minMargin = Math.min(...golden.cases.flatMap((c) => c.greedy.margins));
-console.log(JSON.stringify({ golden: path.relative(root, goldenFile), cases: golden.cases.length, knowledgeAbs, logitAbs, marginAbs, sameGreedy, minGoldenMargin: minMargin }));
+console.log(JSON.stringify({ golden: path.relative(root, goldenFile), precision, cases: golden.cases.length, knowledgeAbs, logitAbs, marginAbs, sameGreedy, minGoldenMargin: minMargin }));

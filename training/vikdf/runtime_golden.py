@@ -27,7 +27,10 @@ import onnxruntime as ort
 # Measured (docs/reliability.md, "Goldens that travel"): the largest drift seen across AVX-512 (AMD Genoa, Intel
 # Emerald Rapids), AVX2 and SSE4 kernels and ONNX Runtime 1.30/1.32 was 3.3e-6 (knowledge) and 3.8e-6 (logits);
 # these allow 15-25 times that, and stay far below what a real bug moves (the mutation checks there: >= 1e-2).
-TOLERANCES = {"knowledge_abs": 5e-5, "logit_abs": 1e-4}
+TOLERANCES = {"knowledge_abs": 5e-5, "logit_abs": 1e-4,
+              # The TypeScript engine's 'fast' precision (int8 activations in int8-weight MatMuls) against this
+              # float-activation golden: 0.072 / 0.036 at most on AVX2 and AVX-512 kernels; about 3.5x that.
+              "fast_knowledge_abs": 0.25, "fast_logit_abs": 0.15}
 PROBES = 16
 
 

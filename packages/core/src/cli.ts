@@ -6,8 +6,8 @@
  *   vikdf generate <bundle> --context TEXT ...    one reply to a context (each --context is a turn)
  *   vikdf inspect <bundle>                        manifest, sizes, execution providers
  *
- * Options: --device cuda|webgpu|cpu (repeatable, in order), --variant fp16|int8, --max-new-tokens N,
- * --beams N, --greedy, --sample, --temperature T, --top-k K, --top-p P, --min-p P, --seed S,
+ * Options: --device cuda|webgpu|cpu (repeatable, in order), --variant fp16|int8, --precision fast|exact,
+ * --max-new-tokens N, --beams N, --greedy, --sample, --temperature T, --top-k K, --top-p P, --min-p P, --seed S,
  * --repetition-penalty R, --stop TEXT, --system TEXT, --json.
  */
 import { stat } from 'node:fs/promises';
@@ -17,20 +17,21 @@ import { parseArgs } from 'node:util';
 import { verifyBundle } from './bundle.js';
 import { Engine } from './engine.js';
 import type { GenerationOptions } from './generation/options.js';
-import type { Device } from './runtime.js';
+import type { Device, Precision } from './runtime.js';
 
 const USAGE = `usage:
   vikdf chat <bundle> [options]
   vikdf generate <bundle> --context TEXT [--context TEXT ...] [options]
   vikdf inspect <bundle>
-options: --device cuda|webgpu|cpu  --variant NAME  --max-new-tokens N  --beams N  --greedy  --sample
-         --temperature T  --top-k K  --top-p P  --min-p P  --seed S  --repetition-penalty R  --stop TEXT
-         --system TEXT  --json`;
+options: --device cuda|webgpu|cpu  --variant NAME  --precision fast|exact  --max-new-tokens N  --beams N
+         --greedy  --sample  --temperature T  --top-k K  --top-p P  --min-p P  --seed S
+         --repetition-penalty R  --stop TEXT  --system TEXT  --json`;
 
 const OPTIONS = {
   context: { type: 'string', multiple: true },
   device: { type: 'string', multiple: true },
   variant: { type: 'string' },
+  precision: { type: 'string' },
   'max-new-tokens': { type: 'string' },
   beams: { type: 'string' },
   greedy: { type: 'boolean' },
@@ -78,7 +79,11 @@ function generationOptions(values: Values): GenerationOptions {
 
 async function load(bundle: string, values: Values): Promise<Engine> {
   const devices = values.device as Device[] | undefined;
-  const engine = await Engine.load(bundle, { ...(devices ? { devices } : {}), ...(values.variant ? { variant: values.variant } : {}) });
+  const engine = await Engine.load(bundle, {
+    ...(devices ? { devices } : {}),
+    ...(values.variant ? { variant: values.variant } : {}),
+    ...(values.precision ? { precision: values.precision as Precision } : {}),
+  });
   const { device, skipped } = engine.provider;
   const notes = skipped.map((s) => `${s.device} skipped: ${s.reason}`);
   process.stderr.write(`[vikdf] ${engine.manifest.name} on ${device}${notes.length ? `\n[vikdf] ${notes.join('\n[vikdf] ')}` : ''}\n`);

@@ -76,6 +76,6 @@ export type { VikdfErrorCode } from './errors.js';
 export { KvCache } from './kv-cache.js';
 export type { KvShape } from './kv-cache.js';
 export { BundleRuntime, DEFAULT_DEVICES, checkGraph } from './runtime.js';
-export type { Device, ProviderReport, RuntimeOptions } from './runtime.js';
+export type { Device, Precision, ProviderReport, RuntimeOptions } from './runtime.js';
 export { scoreContinuation, spliceKnowledge } from './scoring.js';
 export type { TokenScore } from './scoring.js';

@@ -26,7 +26,17 @@ export interface RuntimeOptions {
   variant?: string;
   /** Threads for the CPU provider (default: ONNX Runtime's choice). */
   intraOpNumThreads?: number;
+  /**
+   * How int8-weight MatMuls compute (bundles with `weights: int8` graphs; float graphs are unaffected).
+   * `'fast'` (default): ONNX Runtime may quantise their activations to int8 (MatMulNBits accuracy level 4),
+   * about 6x faster on model-mini, but results then move by ~1e-2 and differ between CPU families (AVX2,
+   * AVX-512 VNNI). `'exact'`: float activations, as the bundle specifies: the same results on every CPU within
+   * float rounding (~4e-6), what the golden tests check (docs/reliability.md).
+   */
+  precision?: Precision;
 }
+
+export type Precision = 'fast' | 'exact';
 
 const HOW_TO_GET_CUDA =
   "let onnxruntime-node's install script fetch them (pnpm rebuild onnxruntime-node with its build allowed, " +
@@ -89,6 +99,9 @@ export class BundleRuntime {
   }
 
   static async create(dir: string, manifest: BundleManifest, options: RuntimeOptions = {}): Promise<BundleRuntime> {
+    if (options.precision !== undefined && options.precision !== 'fast' && options.precision !== 'exact') {
+      throw new TypeError(`precision must be 'fast' or 'exact', not ${JSON.stringify(options.precision)}`);
+    }
     const files: Record<GraphName, string> = {
       knowledge_encoder: manifest.graphs.knowledge_encoder.file,
       embed_tokens: manifest.graphs.embed_tokens.file,
@@ -229,11 +242,10 @@ async function tryCreate(file: string, device: Device, options: RuntimeOptions, 
       ...(options.intraOpNumThreads ? { intraOpNumThreads: options.intraOpNumThreads } : {}),
       extra: {
         session: {
-          // Int8-weight graphs (DequantizeLinear -> MatMul) are fused into MatMulNBits, whose default accuracy
-          // level 4 quantises the activations to int8 with CPU-specific kernels: outputs then differ by ~1e-2
-          // between AVX2 and AVX-512 machines and from the float reference. Level 0 keeps float activations,
-          // as docs/bundle-format.md specifies (measured in docs/reliability.md).
-          qdq_matmulnbits_accuracy_level: '0',
+          // Int8-weight graphs (DequantizeLinear -> MatMul) are fused into MatMulNBits: accuracy level 4 quantises
+          // the activations to int8 with CPU-specific kernels (fast; outputs move by ~1e-2 and differ between
+          // AVX2 and AVX-512 machines), level 0 keeps float activations (exact; measured in docs/reliability.md).
+          qdq_matmulnbits_accuracy_level: options.precision === 'exact' ? '0' : '4',
           ...(noSpinning ? { intra_op: { allow_spinning: '0' } } : {}),
         },
       },

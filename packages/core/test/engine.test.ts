@@ -187,6 +187,10 @@ describe('bad input', () => {
     expect(result.tokenIds.length).toBeGreaterThan(0);
   });
 
+  it('an unknown precision is refused at load, naming it', async () => {
+    await expect(Engine.load(bundle, { devices: ['cpu'], precision: 'turbo' as 'fast' })).rejects.toThrow(/precision must be 'fast' or 'exact', not "turbo"/);
+  });
+
   it('bad options fail that request only, naming the option', async () => {
     const bad = engine.generate({ context: ['hi'], options: { temperature: -1, doSample: true } });
     const good = engine.generate({ context: ['hi'], options: greedy });
