@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EventEmitter } from 'eventemitter3';
 import { TOKENIZER_FILES, verifyBundle, readManifest, type BundleManifest } from './bundle.js';
-import { StreamDecoder } from './detokenize.js';
+import { StreamDecoder, trimReplyStart } from './detokenize.js';
 import { VikdfError } from './errors.js';
 import { BeamSearch } from './generation/beam.js';
 import { resolveOptions, type GenerationLimits, type GenerationOptions, type ResolvedGenerationOptions } from './generation/options.js';
@@ -19,7 +19,7 @@ import { TokenSelector } from './generation/sampler.js';
 import { StopChecker } from './generation/stopping.js';
 import { Generation, type FinishReason, type GenerationResult } from './generation-handle.js';
 import { Conversation, type ConversationOptions } from './conversation.js';
-import { spliceKnowledge } from './scoring.js';
+import { spliceKnowledge } from './splice.js';
 import { KvCache } from './kv-cache.js';
 import { PromptFormatter, type DialogueInputs } from './prompt.js';
 import { BundleRuntime, type ProviderReport, type RuntimeOptions } from './runtime.js';
@@ -186,7 +186,7 @@ export class Engine extends EventEmitter<EngineEvents> {
         generated: [],
         steps: 0,
         beamTokens: [],
-        decoder: new StreamDecoder(this.llmTokenizer),
+        decoder: new StreamDecoder(this.llmTokenizer, { replyStart: true }),
         stop: new StopChecker({ eosTokenId: eos, stopTokenIds: options.stopTokenIds, stopStrings: options.stopStrings }),
         emitted: '',
         text: '',
@@ -415,7 +415,7 @@ export class Engine extends EventEmitter<EngineEvents> {
           t.generated = t.beam.result();
           const ids = this.replaced(t.generated);
           const eos = this.manifest.tokens.llm_eos_token_id;
-          t.text = this.llmTokenizer.decode(ids, { skipSpecialTokens: true });
+          t.text = trimReplyStart(this.llmTokenizer, ids, this.llmTokenizer.decode(ids, { skipSpecialTokens: true }));
           const cut = t.stop.checkText(t.text);
           t.text = cut.text;
           t.finishReason = cut.stop ? 'stop' : t.generated[t.generated.length - 1] === eos ? 'eos' : 'length';

@@ -28,7 +28,7 @@ export { BundleTokenizer } from './tokenizer.js';
 export type { DecodeOptions, EncodeOptions } from './tokenizer.js';
 export { PromptFormatter, dialogueMessages } from './prompt.js';
 export type { ChatMessage, DialogueInputs, RenderOptions, RenderedPrompt } from './prompt.js';
-export { StreamDecoder } from './detokenize.js';
+export { StreamDecoder, trimReplyStart } from './detokenize.js';
 export type { StreamDecoderOptions } from './detokenize.js';
 export {
   BEAM_STOP_RULES,
@@ -77,5 +77,6 @@ export { KvCache } from './kv-cache.js';
 export type { KvShape } from './kv-cache.js';
 export { BundleRuntime, DEFAULT_DEVICES, checkGraph } from './runtime.js';
 export type { Device, Precision, ProviderReport, RuntimeOptions } from './runtime.js';
-export { scoreContinuation, spliceKnowledge } from './scoring.js';
+export { scoreContinuation } from './scoring.js';
+export { spliceKnowledge } from './splice.js';
 export type { TokenScore } from './scoring.js';

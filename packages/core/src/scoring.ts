@@ -5,6 +5,7 @@
 import type { Engine } from './engine.js';
 import { KvCache } from './kv-cache.js';
 import type { DialogueInputs } from './prompt.js';
+import { spliceKnowledge } from './splice.js';
 
 export interface TokenScore {
   /** The forced token. */
@@ -17,15 +18,6 @@ export interface TokenScore {
   best: { id: number; logit: number };
   /** Highest minus second-highest logit: how far the step is from a tie between the two best tokens. */
   margin: number;
-}
-
-/** The prompt embeddings with the knowledge vectors spliced in at `spliceAt` (docs/bundle-format.md). */
-export function spliceKnowledge(promptEmbeds: Float32Array, knowledge: Float32Array, spliceAt: number, hidden: number): Float32Array {
-  const row = new Float32Array(promptEmbeds.length + knowledge.length);
-  row.set(promptEmbeds.subarray(0, spliceAt * hidden), 0);
-  row.set(knowledge, spliceAt * hidden);
-  row.set(promptEmbeds.subarray(spliceAt * hidden), spliceAt * hidden + knowledge.length);
-  return row;
 }
 
 /**
