@@ -1,7 +1,7 @@
 // StreamDecoder: one id at a time, never a partial character, and the chunks add up to decode(all ids).
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BundleTokenizer, StreamDecoder } from '../src/index.js';
+import { BundleTokenizer, StreamDecoder, trimReplyStart } from '../src/index.js';
 import { tinyBundle } from '@vikdf/test-support';
 
 const bundleDir = tinyBundle;
@@ -11,7 +11,7 @@ const llmTokenizer = await BundleTokenizer.load(path.join(bundleDir, 'llm_tokeni
  * A tiny tokenizer shaped like Llama-2's (the official VIKDF LLM): SentencePiece-style `▁`, byte fallback for
  * characters outside the vocabulary, and a decoder that strips the text's first space.
  */
-function llamaStyleTokenizer(): BundleTokenizer {
+function llamaStyleTokenizer({ strip = true } = {}): BundleTokenizer {
   const specials = ['<unk>', '<s>', '</s>'];
   const bytes = Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`);
   const vocab = Object.fromEntries([...specials, ...bytes, '▁', 'h', 'i', 'a', '▁h', '▁hi'].map((t, id) => [t, id]));
@@ -36,7 +36,7 @@ function llamaStyleTokenizer(): BundleTokenizer {
         { type: 'Replace', pattern: { String: '▁' }, content: ' ' },
         { type: 'ByteFallback' },
         { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+        ...(strip ? [{ type: 'Strip', content: ' ', start: 1, stop: 0 }] : []),
       ],
     },
     model: {
@@ -117,6 +117,35 @@ describe('StreamDecoder', () => {
     // The decoder drops the first space of the text only: a leading '▁' shows once more text follows.
     expect(llama.encode(' hi')).toEqual([1, 259, 264]);
     expect(stream([1, 259, 264], new StreamDecoder(llama)).text).toBe(' hi');
+  });
+
+  it('with replyStart, leaves out the first token\'s word-initial Ġ space and keeps every later space', () => {
+    const ids = llmTokenizer.encode(' hi  there, you', { addSpecialTokens: false });
+    expect(llmTokenizer.idToToken(ids[0]!)!.startsWith('\u0120')).toBe(true); // the reply's first token is word-initial
+    expect(llmTokenizer.decode(ids)).toBe(' hi  there, you');
+    const { chunks, text } = stream(ids, new StreamDecoder(llmTokenizer, { replyStart: true }));
+    expect(text).toBe('hi  there, you');
+    expect(chunks.find((c) => c !== '')).toMatch(/^h/);
+    expect(trimReplyStart(llmTokenizer, ids, llmTokenizer.decode(ids))).toBe(text);
+    // A start that is not a word-initial marker (a newline, two spaces as their own token) loses nothing more
+    // than that one attached space.
+    const newline = llmTokenizer.encode('\nhi', { addSpecialTokens: false });
+    expect(stream(newline, new StreamDecoder(llmTokenizer, { replyStart: true })).text).toBe('\nhi');
+    // Special tokens before the first word do not hide it.
+    expect(stream([1, ...ids], new StreamDecoder(llmTokenizer, { replyStart: true })).text).toBe('hi  there, you');
+    // Off by default: the decoder's contract stays decode(all ids).
+    expect(stream(ids).text).toBe(' hi  there, you');
+  });
+
+  it('with replyStart, leaves out a SentencePiece ▁ first space unless the decoder already strips it', () => {
+    // ids: 259 '▁', 264 '▁hi'. Without a Strip decoder the ▁ shows as a leading space; as a reply it goes.
+    const plain = llamaStyleTokenizer({ strip: false });
+    expect(plain.decode([1, 264, 259, 264])).toBe(' hi  hi');
+    expect(stream([1, 264, 259, 264], new StreamDecoder(plain, { replyStart: true })).text).toBe('hi  hi');
+    // Llama's decoder strips the first space itself: nothing more is removed, the later space stays.
+    const llama = llamaStyleTokenizer();
+    expect(stream([1, 264, 259, 264], new StreamDecoder(llama, { replyStart: true })).text).toBe('hi  hi');
+    expect(stream([1, 259, 264], new StreamDecoder(llama, { replyStart: true })).text).toBe(' hi');
   });
 
   it('matches decode for random id sequences', () => {
