@@ -126,10 +126,15 @@ def export_graphs(model: VIKDFModel, out_dir: Path) -> None:
         ["inputs_embeds"],
         {"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
     )
-    decoder = export_decoder(model.language_model, model.config.llm_type).eval()
+    export_decoder_graph(model.language_model, model.config.llm_type, out_dir / GRAPH_FILES["decoder_model_merged"])
+
+
+def export_decoder_graph(language_model, llm_type: str, path: Path) -> None:
+    """The `decoder_model_merged` graph of a causal LM (float32; docs/bundle-format.md)."""
+    decoder = export_decoder(language_model, llm_type).eval()
     n_layers_past = decoder.num_layers
     b, past_len, seq = 2, 3, 2
-    hidden = model.config.llm_hidden_size()
+    hidden = language_model.get_input_embeddings().weight.shape[1]
     past = [t.normal_() for t in (torch.empty(b, decoder.num_kv_heads, past_len, decoder.head_dim) for _ in range(2 * n_layers_past))]
     past_names = [f"past_key_values.{i}.{kind}" for i in range(n_layers_past) for kind in ("key", "value")]
     present_names = [f"present.{i}.{kind}" for i in range(n_layers_past) for kind in ("key", "value")]
@@ -141,7 +146,7 @@ def export_graphs(model: VIKDFModel, out_dir: Path) -> None:
         decoder,
         (torch.randn(b, seq, hidden), torch.ones(b, past_len + seq, dtype=torch.long),
          torch.arange(past_len, past_len + seq).repeat(b, 1), *past),
-        out_dir / GRAPH_FILES["decoder_model_merged"],
+        path,
         ["inputs_embeds", "attention_mask", "position_ids", *past_names],
         ["logits", *present_names],
         axes,
