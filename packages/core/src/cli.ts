@@ -1,31 +1,67 @@
 #!/usr/bin/env node
 /**
- * `vikdf`: chat with, generate from and inspect VIKDF bundles.
+ * `vikdf`: chat with, generate from and inspect VIKDF bundles; without a bundle, the default model
+ * (`@vikdf/model-mini`, as `Engine.load()`).
  *
- *   vikdf chat <bundle> [options]                 interactive streaming chat (/reset, /quit)
- *   vikdf generate <bundle> --context TEXT ...    one reply to a context (each --context is a turn)
- *   vikdf inspect <bundle>                        manifest, sizes, execution providers
+ *   vikdf chat [bundle] [options]                 interactive streaming chat (/reset, /quit)
+ *   vikdf generate [bundle] --context TEXT ...    one reply to a context (each --context is a turn)
+ *   vikdf inspect [bundle]                        manifest, sizes, execution providers
  *
- * Options: --device cuda|webgpu|cpu (repeatable, in order), --variant fp16|int8, --precision fast|exact,
- * --max-new-tokens N, --beams N, --greedy, --sample, --temperature T, --top-k K, --top-p P, --min-p P, --seed S,
- * --repetition-penalty R, --stop TEXT, --system TEXT, --json.
+ * `vikdf <command> --help` prints that command's usage. Exit codes: 0 ok, 1 runtime failure (a bundle that is
+ * missing or does not verify, a failed generation), 2 bad usage.
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
-import { verifyBundle } from './bundle.js';
 import { Engine } from './engine.js';
 import type { GenerationOptions } from './generation/options.js';
 import type { Device, Precision } from './runtime.js';
 
+const MODEL_OPTIONS = `  --device cuda|webgpu|cpu   execution providers to try, in order (repeatable)
+  --variant NAME             weights variant (fp16, int8)
+  --precision fast|exact     int8 activations (fast, the default) or float ones (exact)`;
+const GENERATION_OPTIONS = `  --max-new-tokens N  --beams N  --greedy  --sample  --temperature T  --top-k K  --top-p P
+  --min-p P  --seed S  --repetition-penalty R  --stop TEXT (repeatable)  --system TEXT`;
+const EXIT_CODES = `exit codes: 0 ok, 1 runtime failure (missing or corrupt bundle, failed generation), 2 bad usage`;
+const BUNDLE = `[bundle]: a bundle directory; without one, the default model @vikdf/model-mini`;
+
+const COMMAND_USAGE: Record<string, string> = {
+  chat: `usage: vikdf chat [bundle] [options]
+Interactive streaming chat on stdin/stdout; /reset clears the history, /quit (or end of input) leaves,
+Ctrl+C stops a reply.
+${BUNDLE}
+options:
+${MODEL_OPTIONS}
+${GENERATION_OPTIONS}
+${EXIT_CODES}`,
+  generate: `usage: vikdf generate [bundle] --context TEXT [--context TEXT ...] [options]
+One reply to a dialogue context (each --context is a turn, the last one the user's), streamed to stdout.
+${BUNDLE}
+options:
+${MODEL_OPTIONS}
+${GENERATION_OPTIONS}
+  --json                     print the whole result (text, token ids, finish reason, usage, timings) as JSON
+${EXIT_CODES}`,
+  inspect: `usage: vikdf inspect [bundle] [options]
+Verifies and loads the bundle; prints its manifest, size and the execution provider (with why others were skipped).
+${BUNDLE}
+options:
+${MODEL_OPTIONS}
+  --json                     one line of JSON
+${EXIT_CODES}`,
+};
+
 const USAGE = `usage:
-  vikdf chat <bundle> [options]
-  vikdf generate <bundle> --context TEXT [--context TEXT ...] [options]
-  vikdf inspect <bundle>
-options: --device cuda|webgpu|cpu  --variant NAME  --precision fast|exact  --max-new-tokens N  --beams N
-         --greedy  --sample  --temperature T  --top-k K  --top-p P  --min-p P  --seed S
-         --repetition-penalty R  --stop TEXT  --system TEXT  --json`;
+  vikdf chat [bundle] [options]
+  vikdf generate [bundle] --context TEXT [--context TEXT ...] [options]
+  vikdf inspect [bundle] [options]
+  vikdf <command> --help      that command's usage and options
+${BUNDLE}
+${EXIT_CODES}`;
+
+/** Bad usage: exit code 2, with the usage of the command. */
+class UsageError extends Error {}
 
 const OPTIONS = {
   context: { type: 'string', multiple: true },
@@ -54,7 +90,7 @@ function number(values: Values, key: keyof Values): number | undefined {
   const raw = values[key];
   if (raw === undefined) return undefined;
   const n = Number(raw);
-  if (!Number.isFinite(n)) throw new Error(`--${key} must be a number, got "${String(raw)}"`);
+  if (!Number.isFinite(n)) throw new UsageError(`--${key} must be a number, got "${String(raw)}"`);
   return n;
 }
 
@@ -77,7 +113,7 @@ function generationOptions(values: Values): GenerationOptions {
   return o;
 }
 
-async function load(bundle: string, values: Values): Promise<Engine> {
+async function load(bundle: string | undefined, values: Values): Promise<Engine> {
   const devices = values.device as Device[] | undefined;
   const engine = await Engine.load(bundle, {
     ...(devices ? { devices } : {}),
@@ -90,8 +126,8 @@ async function load(bundle: string, values: Values): Promise<Engine> {
   return engine;
 }
 
-async function generate(bundle: string, values: Values): Promise<void> {
-  if (!values.context?.length) throw new Error('generate needs at least one --context TEXT');
+async function generate(bundle: string | undefined, values: Values): Promise<void> {
+  if (!values.context?.length) throw new UsageError('needs at least one --context TEXT');
   const engine = await load(bundle, values);
   try {
     const handle = engine.generate({ context: values.context, options: generationOptions(values), ...(values.system ? { system: values.system } : {}) });
@@ -103,7 +139,7 @@ async function generate(bundle: string, values: Values): Promise<void> {
   }
 }
 
-async function chat(bundle: string, values: Values): Promise<void> {
+async function chat(bundle: string | undefined, values: Values): Promise<void> {
   const engine = await load(bundle, values);
   const conversation = engine.conversation(values.system ? { system: values.system } : {});
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: process.stdin.isTTY });
@@ -144,13 +180,14 @@ async function chat(bundle: string, values: Values): Promise<void> {
   }
 }
 
-async function inspect(bundle: string, values: Values): Promise<void> {
-  const manifest = await verifyBundle(bundle);
+async function inspect(bundle: string | undefined, values: Values): Promise<void> {
+  const engine = await load(bundle, values); // verifies every file
+  const manifest = engine.manifest;
   let bytes = 0;
-  for (const file of Object.keys(manifest.files)) bytes += (await stat(path.join(bundle, file))).size;
-  const engine = await load(bundle, values);
+  for (const file of Object.keys(manifest.files)) bytes += (await stat(path.join(engine.dir, file))).size;
   const report = {
     name: manifest.name,
+    bundle: engine.dir,
     source: manifest.source,
     created_by: manifest.created_by,
     model: manifest.model,
@@ -170,28 +207,47 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   try {
     parsed = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
   } catch (err) {
-    process.stderr.write(`vikdf: ${(err as Error).message}\n${USAGE}\n`);
+    const command = argv.find((a) => !a.startsWith('-'));
+    process.stderr.write(`vikdf: ${(err as Error).message}\n${(command && COMMAND_USAGE[command]) || USAGE}\n`);
     return 2;
   }
-  const [command, bundle] = parsed.positionals;
-  if (parsed.values.help || !command) {
-    process.stdout.write(`${USAGE}\n`);
-    return command || parsed.values.help ? 0 : 2;
+  const [command, ...rest] = parsed.positionals;
+  if (!command) {
+    process[parsed.values.help ? 'stdout' : 'stderr'].write(`${USAGE}\n`);
+    return parsed.values.help ? 0 : 2;
   }
-  if (!bundle) {
-    process.stderr.write(`vikdf ${command}: missing <bundle>\n${USAGE}\n`);
-    return 2;
+  if (command === 'help') {
+    // `vikdf help generate` as `vikdf generate --help`.
+    const usage = rest[0] === undefined ? USAGE : COMMAND_USAGE[rest[0]];
+    if (usage === undefined) {
+      process.stderr.write(`vikdf help: unknown command "${rest[0]}"\n${USAGE}\n`);
+      return 2;
+    }
+    process.stdout.write(`${usage}\n`);
+    return 0;
   }
-  const commands: Record<string, (b: string, v: Values) => Promise<void>> = { chat, generate, inspect };
+  const commands: Record<string, (b: string | undefined, v: Values) => Promise<void>> = { chat, generate, inspect };
   const run = commands[command];
   if (!run) {
     process.stderr.write(`vikdf: unknown command "${command}"\n${USAGE}\n`);
     return 2;
   }
+  const usage = COMMAND_USAGE[command]!;
+  if (parsed.values.help) {
+    process.stdout.write(`${usage}\n`);
+    return 0;
+  }
   try {
-    await run(bundle, parsed.values);
+    if (rest.length > 1) throw new UsageError(`takes at most one bundle, got ${rest.length} arguments: ${rest.map((a) => JSON.stringify(a)).join(' ')}`);
+    if (parsed.values.context?.length && command !== 'generate') throw new UsageError('--context is an option of generate only');
+    generationOptions(parsed.values); // bad numbers are usage errors, found before the model loads
+    await run(rest[0], parsed.values);
     return 0;
   } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vikdf ${command}: ${err.message}\n${usage}\n`);
+      return 2;
+    }
     process.stderr.write(`vikdf ${command}: ${(err as Error).message}\n`);
     return 1;
   }

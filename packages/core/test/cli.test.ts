@@ -66,8 +66,61 @@ describe('vikdf CLI (built)', () => {
     const missing = await vikdf('generate', '/nonexistent/bundle', '--context', 'hi');
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/nonexistent\/bundle/);
+    // A generate without a context is bad usage, told before any model loads.
     const noContext = await vikdf('generate', bundle);
-    expect(noContext.code).toBe(1);
-    expect(noContext.stderr).toMatch(/--context/);
+    expect(noContext.code).toBe(2);
+    expect(noContext.stderr).toMatch(/vikdf generate: needs at least one --context TEXT\nusage: vikdf generate/);
+    const twoBundles = await vikdf('inspect', bundle, bundle);
+    expect(twoBundles.code).toBe(2);
+    expect(twoBundles.stderr).toMatch(/at most one bundle/);
+    const badNumber = await vikdf('generate', bundle, '--context', 'hi', '--top-k', 'many');
+    expect(badNumber.code).toBe(2);
+    expect(badNumber.stderr).toMatch(/--top-k must be a number, got "many"/);
+    const noCommand = await vikdf();
+    expect(noCommand.code).toBe(2);
+    expect(noCommand.stderr).toMatch(/^usage:/);
+  });
+
+  it('--help of each command prints its own usage, the default model and the exit codes, and exits 0', async () => {
+    for (const command of ['chat', 'generate', 'inspect']) {
+      for (const args of [[command, '--help'], [command, '-h'], ['help', command]]) {
+        const out = await vikdf(...args);
+        expect(out.code, args.join(' ')).toBe(0);
+        expect(out.stdout).toMatch(new RegExp(`^usage: vikdf ${command} \\[bundle\\]`));
+        expect(out.stdout).toMatch(/@vikdf\/model-mini/);
+        expect(out.stdout).toMatch(/exit codes: 0 ok, 1 runtime failure .*, 2 bad usage/);
+        for (const other of ['chat', 'generate', 'inspect'].filter((c) => c !== command)) expect(out.stdout).not.toMatch(`vikdf ${other}`);
+      }
+    }
+    expect((await vikdf('generate', '--help')).stdout).toMatch(/--context TEXT/);
+    const general = await vikdf('--help');
+    expect(general.code).toBe(0);
+    expect(general.stdout).toMatch(/vikdf chat \[bundle\][\s\S]*vikdf generate \[bundle\][\s\S]*vikdf inspect \[bundle\]/);
+  });
+
+  it('without a bundle, generate, inspect and chat use the default model, as Engine.load() does', async () => {
+    const gen = await vikdf('generate', '--context', 'hi, how are you?', '--greedy', '--max-new-tokens', '8', '--json');
+    expect(gen.code, gen.stderr).toBe(0);
+    expect(gen.stderr).toMatch(/vikdf-mini on cpu/);
+    const result = JSON.parse(gen.stdout);
+    expect(result.tokenIds.length).toBeGreaterThan(0);
+    expect(result.text).not.toMatch(/^\s/);
+
+    const inspect = await vikdf('inspect', '--json');
+    expect(inspect.code, inspect.stderr).toBe(0);
+    const report = JSON.parse(inspect.stdout);
+    expect(report.name).toBe('vikdf-mini');
+    expect(report.size_mb).toBeGreaterThan(10);
+
+    const child = spawn(process.execPath, [cli, 'chat', '--greedy', '--max-new-tokens', '5'], { stdio: 'pipe' });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdin.end('hello there\n');
+    const code = await new Promise<number>((resolve) => child.on('close', (c) => resolve(c ?? -1)));
+    expect(code, stderr).toBe(0);
+    expect(stderr).toMatch(/vikdf-mini on cpu/);
+    expect(stdout).toMatch(/bot> \S/); // a reply, starting at its first word
   });
 });
