@@ -15,6 +15,7 @@ from gguf import GGMLQuantizationType as Q
 from gguf import quants
 from onnx import TensorProto, helper
 
+from vikdf.cli import main as cli_main
 from vikdf.decoder import export_decoder
 from vikdf.export import export_decoder_graph
 from vikdf.gguf_import import GGUFSource, import_gguf, load_frozen_llama
@@ -208,3 +209,13 @@ def test_size_and_refusal(smol, rewritten, tmp_path):
         quantize_decoder_file(other, smol["float"], tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="unknown head mode"):
         rewrite_decoder(onnx.load(str(smol["float"])), smol["src"], head="int4")
+
+
+def test_cli_gguf_onnx_with_external_data(smol, rewritten, tmp_path, capsys):
+    out = tmp_path / "decoder.onnx"
+    cli_main(["gguf-onnx", str(smol["path"]), str(smol["float"]), str(out), "--external-data"])
+    assert "15 GGUF matrices as MatMulNBits" in capsys.readouterr().out
+    assert (tmp_path / "decoder.onnx.data").stat().st_size > out.stat().st_size
+    feed = decoder_feed(smol["lm"], np.array([[1, 40, 41]]))
+    want = session(str(rewritten["q8"][0])).run(["logits"], feed)[0]
+    assert np.array_equal(session(str(out)).run(["logits"], feed)[0], want)

@@ -7,6 +7,7 @@
   make-fixture OUT --golden FILE     the tiny random bundle and golden outputs for the TypeScript tests
   mini WORK_DIR [--bundle OUT]       train the embedded default model from packaged data (resumable)
   import-gguf GGUF OUT_DIR           a llama.cpp GGUF Llama as a float32 Hugging Face checkpoint + tokenizer
+  gguf-onnx GGUF DECODER OUT         the GGUF's Q4_1/Q8_0 matrices as lossless MatMulNBits in a float decoder graph
   tokenizer-parity TOK_DIR OUT       ids and chat renderings of the parity corpus, for the TypeScript test
 """
 
@@ -98,6 +99,14 @@ def cmd_import_gguf(args) -> None:
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
 
 
+def cmd_gguf_onnx(args) -> None:
+    from .gguf_onnx import quantize_decoder_file
+
+    report = quantize_decoder_file(args.gguf, args.decoder, args.out, head=args.head, external_data=args.external_data)
+    print(f"wrote {args.out}: {len(report['replaced'])} GGUF matrices as MatMulNBits, "
+          f"{len(report['float_matmuls_kept'])} float weight MatMuls kept")
+
+
 def cmd_tokenizer_parity(args) -> None:
     from .tokenizer_parity import write_parity
 
@@ -158,6 +167,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--licence", help="licence for SOURCE.md (default: general.license from the metadata)")
     p.add_argument("--tokenizer-only", action="store_true", help="write tokenizer.json, tokenizer_config.json, SOURCE.md only")
     p.set_defaults(func=cmd_import_gguf)
+
+    p = sub.add_parser("gguf-onnx", help="the GGUF's Q4_1/Q8_0 matrices as lossless MatMulNBits in an exported float decoder")
+    p.add_argument("gguf")
+    p.add_argument("decoder", help="decoder_model_merged ONNX exported from this GGUF's import (float32)")
+    p.add_argument("out")
+    p.add_argument("--head", choices=["float", "q8", "q8-level4"], default="q8",
+                   help="output head: float MatMul, exact 8-bit MatMulNBits, or 8-bit at accuracy_level 4 (fast, not exact)")
+    p.add_argument("--external-data", action="store_true", help="weights in OUT.data beside the graph")
+    p.set_defaults(func=cmd_gguf_onnx)
 
     p = sub.add_parser("tokenizer-parity", help="ids of the parity corpus by Python tokenizers, for the TypeScript test")
     p.add_argument("tokenizer_dir", help="a directory with tokenizer.json and tokenizer_config.json (chat_template)")
