@@ -8,6 +8,7 @@
   mini WORK_DIR [--bundle OUT]       train the embedded default model from packaged data (resumable)
   import-gguf GGUF OUT_DIR           a llama.cpp GGUF Llama as a float32 Hugging Face checkpoint + tokenizer
   gguf-onnx GGUF DECODER OUT         the GGUF's Q4_1/Q8_0 matrices as lossless MatMulNBits in a float decoder graph
+                                     (--embed-tokens: the Q8_0 embedding of an embed_tokens graph)
   tokenizer-parity TOK_DIR OUT       ids and chat renderings of the parity corpus, for the TypeScript test
 """
 
@@ -100,8 +101,12 @@ def cmd_import_gguf(args) -> None:
 
 
 def cmd_gguf_onnx(args) -> None:
-    from .gguf_onnx import quantize_decoder_file
+    from .gguf_onnx import quantize_decoder_file, quantize_embed_file
 
+    if args.embed_tokens:
+        n = quantize_embed_file(args.gguf, args.decoder, args.out, external_data=args.external_data)
+        print(f"wrote {args.out}: {n} Gather of the Q8_0 token embedding as GatherBlockQuantized")
+        return
     report = quantize_decoder_file(args.gguf, args.decoder, args.out, head=args.head, external_data=args.external_data)
     print(f"wrote {args.out}: {len(report['replaced'])} GGUF matrices as MatMulNBits, "
           f"{len(report['float_matmuls_kept'])} float weight MatMuls kept")
@@ -175,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--head", choices=["float", "q8", "q8-level4"], default="q8",
                    help="output head: float MatMul, exact 8-bit MatMulNBits, or 8-bit at accuracy_level 4 (fast, not exact)")
     p.add_argument("--external-data", action="store_true", help="weights in OUT.data beside the graph")
+    p.add_argument("--embed-tokens", action="store_true",
+                   help="DECODER is the embed_tokens graph: its Q8_0 embedding Gather becomes GatherBlockQuantized")
     p.set_defaults(func=cmd_gguf_onnx)
 
     p = sub.add_parser("tokenizer-parity", help="ids of the parity corpus by Python tokenizers, for the TypeScript test")

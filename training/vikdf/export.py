@@ -47,9 +47,9 @@ class KnowledgeEncoder(nn.Module):
 
 
 class EmbedTokens(nn.Module):
-    def __init__(self, model: VIKDFModel):
+    def __init__(self, language_model):
         super().__init__()
-        self.embed = model.language_model.get_input_embeddings()
+        self.embed = language_model.get_input_embeddings()
 
     def forward(self, input_ids):
         return self.embed(input_ids)
@@ -118,15 +118,20 @@ def export_graphs(model: VIKDFModel, out_dir: Path) -> None:
         {"knowledge_vectors": ["batch", model.config.num_query_tokens, model.config.qformer_config().hidden_size],
          "knowledge_embeds": ["batch", model.config.num_query_tokens, model.config.llm_hidden_size()]},
     )
+    export_embed_graph(model.language_model, out_dir / GRAPH_FILES["embed_tokens"])
+    export_decoder_graph(model.language_model, model.config.llm_type, out_dir / GRAPH_FILES["decoder_model_merged"])
+
+
+def export_embed_graph(language_model, path: Path) -> None:
+    """The `embed_tokens` graph: LLM token ids -> input embeddings."""
     _onnx_export(
-        EmbedTokens(model),
+        EmbedTokens(language_model),
         (torch.tensor([[1, 2, 3]]),),
-        out_dir / GRAPH_FILES["embed_tokens"],
+        path,
         ["input_ids"],
         ["inputs_embeds"],
         {"input_ids": {0: "batch", 1: "sequence"}, "inputs_embeds": {0: "batch", 1: "sequence"}},
     )
-    export_decoder_graph(model.language_model, model.config.llm_type, out_dir / GRAPH_FILES["decoder_model_merged"])
 
 
 def export_decoder_graph(language_model, llm_type: str, path: Path) -> None:

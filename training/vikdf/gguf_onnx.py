@@ -15,6 +15,7 @@ which is x @ W.T exactly, up to float rounding. `MatMulNBits` packs element 2i i
 high nibble of byte i, so the nibbles are re-packed. A Q8_0 block (w = d*q, q int8) is an 8-bit `MatMulNBits`
 with q + 128 (default zero point 128) and no correction.
 
+`rewrite_embedding` does the same for the `embed_tokens` graph: the Q8_0 embedding as `GatherBlockQuantized`.
 `rewrite_decoder` takes a float decoder graph exported from the imported checkpoint (vikdf/gguf_import.py,
 vikdf/export.py `export_decoder_graph`) and replaces each MatMul whose weight initializer *is* the transposed,
 dequantised GGUF tensor (matched by content, bit for bit) by its lossless pair; every other node is kept. The
@@ -236,6 +237,68 @@ def rewrite_decoder(model: onnx.ModelProto, src: GGUFSource, head: str = "q8") -
     return model, report
 
 
+def rewrite_embedding(model: onnx.ModelProto, src: GGUFSource) -> tuple[onnx.ModelProto, int]:
+    """Replace each Gather (axis 0) whose data is the dequantised Q8_0 token embedding by a `GatherBlockQuantized`
+    (com.microsoft; uint8 q + 128, bits 8, blocks of 32 along the hidden axis, default zero point 128): exact.
+    Returns the model and the number of nodes replaced. (Out-of-range ids give zeros there, not an error.)"""
+    from gguf import GGMLQuantizationType as Q
+
+    tensor = src.tensors.get("token_embd.weight")
+    if tensor is None or tensor.tensor_type != Q.Q8_0:
+        raise ValueError(f"{src.path.name}: token_embd.weight is not Q8_0; only a Q8_0 embedding is mapped")
+    weight = gguf_weight(tensor)
+    digest = _digest(dequantize(tensor))
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    data = numpy_helper.from_array(weight.packed.reshape(weight.n, weight.k), "token_embd_q8_data")
+    scales = numpy_helper.from_array(weight.scales.astype(np.float32), "token_embd_q8_scales")
+    nodes, matched, replaced = [], set(), 0
+    for node in graph.node:
+        init = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), 0)
+        if init is None or axis != 0 or init.data_type != TensorProto.FLOAT or len(init.dims) != 2 \
+                or _digest(numpy_helper.to_array(init)) != digest:
+            nodes.append(node)
+            continue
+        matched.add(init.name)
+        nodes.append(helper.make_node("GatherBlockQuantized", [data.name, node.input[1], scales.name], list(node.output),
+                                      name=node.name or "token_embd_gather", domain=MS_DOMAIN, bits=8, block_size=BLOCK,
+                                      gather_axis=0, quantize_axis=1))
+        replaced += 1
+    if not replaced:
+        return model, 0
+    still_used = {name for node in nodes for name in node.input}
+    keep = [t for t in graph.initializer if t.name not in matched or t.name in still_used]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(keep + [data, scales])
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    return model, replaced
+
+
+def _save(model: onnx.ModelProto, out_path: str | Path, external_data: bool) -> None:
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.checker.check_model(model)
+    if external_data:
+        onnx.save(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=out_path.name + ".data", size_threshold=1024)
+    else:
+        onnx.save(model, str(out_path))
+
+
+def quantize_embed_file(gguf_path: str | Path, embed_path: str | Path, out_path: str | Path,
+                        external_data: bool = False) -> int:
+    """rewrite_embedding on files; raises if no Gather holds this GGUF's token embedding."""
+    model, replaced = rewrite_embedding(onnx.load(str(embed_path)), GGUFSource.read(gguf_path))
+    if not replaced:
+        raise ValueError(f"no Gather in {embed_path} holds this GGUF's dequantised token embedding bit for bit")
+    _save(model, out_path, external_data)
+    return replaced
+
+
 def quantize_decoder_file(gguf_path: str | Path, decoder_path: str | Path, out_path: str | Path, head: str = "q8",
                           external_data: bool = False) -> dict:
     """rewrite_decoder on files. Raises if a layer matrix of the GGUF was not found in the graph (the decoder was
@@ -247,12 +310,5 @@ def quantize_decoder_file(gguf_path: str | Path, decoder_path: str | Path, out_p
     if missing:
         raise ValueError(f"{len(missing)} GGUF layer matrices have no bit-identical MatMul weight in "
                          f"{decoder_path}, e.g. {missing[:3]}: was it exported from this GGUF's import?")
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.checker.check_model(model)
-    if external_data:
-        onnx.save(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=out_path.name + ".data", size_threshold=1024)
-    else:
-        onnx.save(model, str(out_path))
+    _save(model, out_path, external_data)
     return report
