@@ -93,6 +93,7 @@ const allowedHosts = listFromEnv('VIKDF_ALLOWED_HOSTS');
 const allowedOrigins = listFromEnv('VIKDF_ALLOWED_ORIGINS');
 
 const { serve } = await import(pathToFileURL(path.join(root, 'packages/websocket/dist/index.js')).href);
+const { describeProvider } = await import(pathToFileURL(path.join(root, 'packages/core/dist/index.js')).href);
 let serving;
 try {
   serving = await serve({ bundle, host, port, token, allowedHosts, allowedOrigins, defaults: CHAT_DEFAULTS });
@@ -105,8 +106,7 @@ try {
 const { engine, server } = serving;
 
 console.log(`VIKDF chat: ${serving.url}`);
-console.log(`  model: ${engine.manifest.name} (${bundle === DEFAULT_BUNDLE ? 'the default model' : bundle}), device: ${engine.provider.device}`);
-for (const s of engine.provider.skipped) console.log(`  ${s.device} skipped: ${s.reason.split('\n')[0]}`);
+console.log(`  model (${bundle === DEFAULT_BUNDLE ? 'the default model' : bundle}): ${describeProvider(engine.manifest.name, engine.provider)}`);
 console.log(`  WebSocket: ${serving.wsUrl} (protocol 1, docs/websocket-protocol.md)${token ? '; bearer token required' : ''}`);
 if (allowedHosts) console.log(`  also answers as: ${allowedHosts.join(', ')}`);
 if (allowedOrigins) console.log(`  also allows pages from: ${allowedOrigins.join(', ')}`);

@@ -16,11 +16,12 @@ import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { Engine } from './engine.js';
 import type { GenerationOptions } from './generation/options.js';
-import type { Device, Precision } from './runtime.js';
+import { describeProvider, type Device, type Precision } from './runtime.js';
 
 const MODEL_OPTIONS = `  --device cuda|webgpu|cpu   execution providers to try, in order (repeatable)
   --variant NAME             weights variant (fp16, int8)
-  --precision fast|exact     int8 activations (fast, the default) or float ones (exact)`;
+  --precision fast|exact     int8 activations (fast, the default) or float ones (exact)
+  --verbose                  the execution-provider probe's details on stderr (as VIKDF_DEBUG=1)`;
 const GENERATION_OPTIONS = `  --max-new-tokens N  --beams N  --greedy  --sample  --temperature T  --top-k K  --top-p P
   --min-p P  --seed S  --repetition-penalty R  --stop TEXT (repeatable)  --system TEXT`;
 const EXIT_CODES = `exit codes: 0 ok, 1 runtime failure (missing or corrupt bundle, failed generation), 2 bad usage`;
@@ -81,6 +82,7 @@ const OPTIONS = {
   stop: { type: 'string', multiple: true },
   system: { type: 'string' },
   json: { type: 'boolean' },
+  verbose: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -114,15 +116,14 @@ function generationOptions(values: Values): GenerationOptions {
 }
 
 async function load(bundle: string | undefined, values: Values): Promise<Engine> {
+  if (values.verbose) process.env.VIKDF_DEBUG = '1'; // the provider probe's details on stderr
   const devices = values.device as Device[] | undefined;
   const engine = await Engine.load(bundle, {
     ...(devices ? { devices } : {}),
     ...(values.variant ? { variant: values.variant } : {}),
     ...(values.precision ? { precision: values.precision as Precision } : {}),
   });
-  const { device, skipped } = engine.provider;
-  const notes = skipped.map((s) => `${s.device} skipped: ${s.reason}`);
-  process.stderr.write(`[vikdf] ${engine.manifest.name} on ${device}${notes.length ? `\n[vikdf] ${notes.join('\n[vikdf] ')}` : ''}\n`);
+  process.stderr.write(`[vikdf] ${describeProvider(engine.manifest.name, engine.provider)}\n`);
   return engine;
 }
 

@@ -2,7 +2,7 @@
  * ONNX Runtime sessions of a bundle: execution-provider choice, graph checks against the manifest, and the
  * three graph calls (knowledge encoder, token embeddings, decoder step with a KV cache).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as ort from 'onnxruntime-node';
@@ -56,6 +56,86 @@ function cudaProviderPresent(): boolean {
   } catch {
     return false;
   }
+}
+
+/** The Vulkan loader that WebGPU (Dawn) opens on Linux; without it ONNX Runtime prints a warning and fails. */
+export const VULKAN_LOADER = 'libvulkan.so.1';
+
+/** Where the dynamic linker looks for libraries on Linux, besides LD_LIBRARY_PATH and /etc/ld.so.conf.d. */
+const STANDARD_LIBRARY_DIRS = [
+  '/lib', '/usr/lib', '/lib64', '/usr/lib64', '/usr/local/lib',
+  '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu',
+  '/usr/lib/wsl/lib', // WSL's GPU libraries
+];
+
+/** Directories listed in /etc/ld.so.conf.d/*.conf (one per line; `include` lines and comments ignored). */
+function ldSoConfDirs(confDir = '/etc/ld.so.conf.d'): string[] {
+  const dirs: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(confDir).filter((n) => n.endsWith('.conf'));
+  } catch {
+    return dirs;
+  }
+  for (const name of names) {
+    try {
+      for (const line of readFileSync(path.join(confDir, name), 'utf8').split('\n')) {
+        const dir = line.replace(/#.*/, '').trim();
+        if (dir.startsWith('/')) dirs.push(dir);
+      }
+    } catch {
+      // an unreadable file adds no directory
+    }
+  }
+  return dirs;
+}
+
+export interface VulkanLoaderSearch {
+  /** The loader's path, when one was found. */
+  found?: string;
+  /** The directories looked in, in order. */
+  searched: string[];
+}
+
+/**
+ * Looks for the Vulkan loader where the dynamic linker would: LD_LIBRARY_PATH, the directories of
+ * /etc/ld.so.conf.d, and the standard ones. A file check, so that a machine without one gets a reason instead
+ * of ONNX Runtime's "Couldn't load Vulkan" warning on stderr.
+ */
+export function findVulkanLoader({ env = process.env, dirs }: { env?: NodeJS.ProcessEnv; dirs?: string[] } = {}): VulkanLoaderSearch {
+  const searched = [
+    ...new Set([...(env.LD_LIBRARY_PATH ?? '').split(':').filter((d) => d.startsWith('/')), ...(dirs ?? [...ldSoConfDirs(), ...STANDARD_LIBRARY_DIRS])]),
+  ];
+  const found = searched.map((d) => path.join(d, VULKAN_LOADER)).find((f) => existsSync(f));
+  return found === undefined ? { searched } : { found, searched };
+}
+
+/** Whether VIKDF_DEBUG asks for the provider probe's details on stderr. */
+function debugging(): boolean {
+  const v = process.env.VIKDF_DEBUG;
+  return v !== undefined && v !== '' && v !== '0' && v.toLowerCase() !== 'false';
+}
+
+function debug(message: string): void {
+  if (debugging()) process.stderr.write(`[vikdf debug] ${message}\n`);
+}
+
+/**
+ * One line on what runs a model: `tiny-random on cpu`, or with providers skipped before it
+ * `tiny-random on cpu (no GPU: cuda: CUDA provider libraries are not installed; webgpu: no Vulkan loader ...)`
+ * (each reason up to its first ": ", the rest is in `provider.skipped` and under VIKDF_DEBUG).
+ */
+export function describeProvider(name: string, provider: ProviderReport): string {
+  if (provider.skipped.length === 0) return `${name} on ${provider.device}`;
+  const reasons = provider.skipped.map((s) => `${s.device}: ${shortReason(s.reason)}`).join('; ');
+  return `${name} on ${provider.device} (${provider.device === 'cpu' ? 'no GPU' : 'skipped'}: ${reasons})`;
+}
+
+function shortReason(reason: string): string {
+  const first = reason.split('\n')[0]!;
+  const cut = first.indexOf(': ');
+  const short = cut > 0 ? first.slice(0, cut) : first;
+  return short.length > 120 ? `${short.slice(0, 117)}...` : short;
 }
 
 function sameShape(spec: TensorSpec, meta: ort.InferenceSession.ValueMetadata): boolean {
@@ -119,8 +199,22 @@ export class BundleRuntime {
     for (const device of options.devices ?? DEFAULT_DEVICES) {
       if (device === 'cuda' && !cudaProviderPresent()) {
         skipped.push({ device, reason: `CUDA provider libraries are not installed: ${HOW_TO_GET_CUDA}` });
+        debug(`cuda: skipped, ${skipped.at(-1)!.reason}`);
         continue;
       }
+      if (device === 'webgpu' && process.platform === 'linux') {
+        // Without a Vulkan loader ONNX Runtime's WebGPU (Dawn) prints a warning with a native stack and fails:
+        // find that out from the file system instead.
+        const vulkan = findVulkanLoader();
+        if (vulkan.found === undefined) {
+          const reason = `no Vulkan loader (${VULKAN_LOADER}) in the library directories: WebGPU needs one and a GPU driver on Linux`;
+          skipped.push({ device, reason });
+          debug(`webgpu: skipped without calling ONNX Runtime, ${VULKAN_LOADER} is in none of: ${vulkan.searched.join(', ')}`);
+          continue;
+        }
+        debug(`webgpu: Vulkan loader ${vulkan.found}; creating sessions (ONNX Runtime may print its own messages)`);
+      }
+      debug(`${device}: creating sessions of ${Object.values(files).join(', ')}`);
       const sessions: Partial<Record<GraphName, ort.InferenceSession>> = {};
       let failure: string | undefined;
       for (const graph of Object.keys(files) as GraphName[]) {
@@ -140,6 +234,7 @@ export class BundleRuntime {
       if (failure !== undefined) {
         await releaseAll(sessions);
         skipped.push({ device, reason: failure });
+        debug(`${device}: skipped, ${failure}`);
         continue;
       }
       const all = sessions as Record<GraphName, ort.InferenceSession>;
@@ -149,6 +244,7 @@ export class BundleRuntime {
         await releaseAll(all);
         throw err;
       }
+      debug(`${device}: runs the bundle`);
       return new BundleRuntime(manifest, { device, skipped }, all);
     }
     throw new Error(`no execution provider could run the bundle: ${skipped.map((s) => `${s.device}: ${s.reason}`).join('; ')}`);

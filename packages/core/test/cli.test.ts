@@ -36,6 +36,9 @@ describe('vikdf CLI (built)', () => {
     const result = JSON.parse(out.stdout);
     expect(result.tokenIds).toEqual(row.greedy_ids);
     expect(out.stderr).toMatch(/tiny-random on cpu/);
+    // One clean line about the provider: no Vulkan warning, no native stack.
+    expect(out.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(out.stderr).not.toMatch(/Couldn't load Vulkan|BackendVk/);
   });
 
   it('inspect reports the model, sizes and the provider with reasons for skipped ones', async () => {
