@@ -85,6 +85,8 @@ function lockedVersions(): Record<string, string> {
 }
 
 let tmp = '';
+/** package name -> its packed tarball. */
+const tarballOf: Record<string, string> = {};
 let project = '';
 const pnpm = process.platform === 'win32' ? 'pnpm.cmd' : 'pnpm';
 const installEnv = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_onnxruntime_node_install: 'skip' };
@@ -103,7 +105,8 @@ describe('packed packages in a project outside the workspace (issue 14)', () => 
       const { stdout } = await run(pnpm, ['pack', '--pack-destination', tarballs, '--json'], { cwd: path.join(repoRoot, 'packages', p.dir) });
       const parsed = JSON.parse(stdout) as { filename: string } | { filename: string }[];
       const filename = Array.isArray(parsed) ? parsed[0]!.filename : parsed.filename;
-      files[p.name] = `file:${path.isAbsolute(filename) ? filename : path.join(tarballs, filename)}`;
+      tarballOf[p.name] = path.isAbsolute(filename) ? filename : path.join(tarballs, filename);
+      files[p.name] = `file:${tarballOf[p.name]}`;
     }
     const store = (await run(pnpm, ['store', 'path'], { cwd: repoRoot })).stdout.trim();
     const typesNode = (JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> })
@@ -214,6 +217,20 @@ if (failed.length) { console.error('failed: ' + failed.join(', ')); process.exit
     const last = JSON.parse(stdout.trim().split('\n').at(-1)!) as { tokens: number; finishReason: string };
     expect(last.tokens).toBeGreaterThan(0);
     expect(last.tokens).toBeLessThanOrEqual(4);
+  }, 60_000);
+
+  it('passes publint (no errors or warnings) in every packed tarball', async () => {
+    const { publint } = await import('publint');
+    const { formatMessage } = await import('publint/utils');
+    const problems: string[] = [];
+    for (const p of PACKAGES) {
+      const buffer = readFileSync(tarballOf[p.name]!);
+      const tarball = buffer.buffer.slice(buffer.byteOffset, buffer.byteOffset + buffer.byteLength) as ArrayBuffer;
+      // 'warning': suggestions (such as declaring "sideEffects") are not failures.
+      const { messages, pkg } = await publint({ pack: { tarball }, level: 'warning' });
+      for (const m of messages) problems.push(`${p.name}: ${m.type}: ${formatMessage(m, pkg) ?? m.code}`);
+    }
+    expect(problems).toEqual([]);
   }, 60_000);
 
   for (const resolution of ['node16', 'bundler'] as const) {
