@@ -219,6 +219,12 @@ if (failed.length) { console.error('failed: ' + failed.join(', ')); process.exit
     expect(last.tokens).toBeLessThanOrEqual(4);
   }, 60_000);
 
+  it("runs the installed vikdf bin (the CLI stays ESM)", async () => {
+    const bin = path.join(project, 'node_modules/.bin', process.platform === 'win32' ? 'vikdf.cmd' : 'vikdf');
+    const { stdout } = await run(bin, ['inspect', tinyBundle, '--device', 'cpu'], { cwd: project });
+    expect(JSON.parse(stdout.slice(stdout.indexOf('{'))) as { name: string }).toMatchObject({ name: 'tiny-random' });
+  }, 60_000);
+
   it('passes publint (no errors or warnings) in every packed tarball', async () => {
     const { publint } = await import('publint');
     const { formatMessage } = await import('publint/utils');
