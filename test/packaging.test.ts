@@ -10,7 +10,7 @@
 // cache, which may not be in the store, so every third-party package is pinned (overrides) to the version this
 // workspace's pnpm-lock.yaml locked. onnxruntime-node's install script is denied (allowBuilds) and also told to
 // skip (ONNXRUNTIME_NODE_INSTALL=skip): its CPU binaries ship in its tarball.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -223,6 +223,44 @@ if (failed.length) { console.error('failed: ' + failed.join(', ')); process.exit
     const bin = path.join(project, 'node_modules/.bin', process.platform === 'win32' ? 'vikdf.cmd' : 'vikdf');
     const { stdout } = await run(bin, ['inspect', tinyBundle, '--device', 'cpu'], { cwd: project });
     expect(JSON.parse(stdout.slice(stdout.indexOf('{'))) as { name: string }).toMatchObject({ name: 'tiny-random' });
+  }, 60_000);
+
+  it('serves the chat page with the installed `vikdf serve` (core finds the installed @vikdf/websocket), and stops on SIGTERM', async () => {
+    const bin = path.join(project, 'node_modules/.bin', process.platform === 'win32' ? 'vikdf.cmd' : 'vikdf');
+    // Without the NODE_PATH that `pnpm exec` sets (it points into this workspace's store): only the project's own
+    // node_modules may supply @vikdf/websocket.
+    const child = spawn(bin, ['serve', tinyBundle, '--port', '0', '--device', 'cpu'], {
+      cwd: project,
+      env: { ...process.env, NODE_PATH: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    let stdout = '';
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no URL within 30 s\n--- stdout\n${stdout}\n--- stderr\n${stderr}`)), 30_000);
+        child.stdout.on('data', (d) => {
+          stdout += d;
+          const m = /VIKDF chat: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stdout);
+          if (m) {
+            clearTimeout(timer);
+            resolve(m[1]!);
+          }
+        });
+        void exited.then((code) => reject(new Error(`vikdf serve exited ${code}\n--- stdout\n${stdout}\n--- stderr\n${stderr}`)));
+      });
+      expect(stdout).toMatch(/model: tiny-random on cpu/);
+      const health = await fetch(new URL('healthz', url));
+      expect(health.status).toBe(200);
+      const page = await fetch(url);
+      expect(await page.text()).toMatch(/<html/i);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(stdout).toMatch(/SIGTERM: stopping[\s\S]*stopped/);
   }, 60_000);
 
   it('passes publint (no errors or warnings) in every packed tarball', async () => {

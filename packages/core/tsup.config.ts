@@ -7,5 +7,6 @@ rmSync(new URL('./dist/', import.meta.url), { recursive: true, force: true });
 
 export default [
   createTsupConfig({ entry: ['src/index.ts'], clean: false }),
-  createTsupConfig({ entry: ['src/cli.ts'], format: ['esm'], clean: false }),
+  // @vikdf/websocket is loaded at run time by `vikdf serve` (it depends on core, so core cannot depend on it).
+  createTsupConfig({ entry: ['src/cli.ts'], format: ['esm'], clean: false, external: ['@vikdf/websocket'] }),
 ];

@@ -6,6 +6,7 @@
  *   vikdf chat [bundle] [options]                 interactive streaming chat (/reset, /quit)
  *   vikdf generate [bundle] --context TEXT ...    one reply to a context (each --context is a turn)
  *   vikdf inspect [bundle]                        manifest, sizes, execution providers
+ *   vikdf serve [bundle]                          the WebSocket chat server and page (@vikdf/websocket)
  *
  * `vikdf <command> --help` prints that command's usage. Exit codes: 0 ok, 1 runtime failure (a bundle that is
  * missing or does not verify, a failed generation), 2 bad usage.
@@ -14,8 +15,9 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
-import { Engine } from './engine.js';
+import { Engine, type EngineOptions } from './engine.js';
 import type { GenerationOptions } from './generation/options.js';
+import { serveUntilStopped } from './cli-serve.js';
 import { describeProvider, type Device, type Precision } from './runtime.js';
 
 const MODEL_OPTIONS = `  --device cuda|webgpu|cpu   execution providers to try, in order (repeatable)
@@ -51,12 +53,23 @@ options:
 ${MODEL_OPTIONS}
   --json                     one line of JSON
 ${EXIT_CODES}`,
+  serve: `usage: vikdf serve [bundle] [options]
+The WebSocket chat server and its web page (needs the package @vikdf/websocket): prints the page's URL, runs
+until Ctrl+C or SIGTERM, then lets replies in progress finish (5 s). Protocol: docs/websocket-protocol.md.
+${BUNDLE}
+options:
+  --port N                   the port (default 8787; 0 picks a free one)
+  --host H                   the address to listen on (default 127.0.0.1)
+  --token T                  require this bearer token from clients
+${MODEL_OPTIONS}
+${EXIT_CODES}`,
 };
 
 const USAGE = `usage:
   vikdf chat [bundle] [options]
   vikdf generate [bundle] --context TEXT [--context TEXT ...] [options]
   vikdf inspect [bundle] [options]
+  vikdf serve [bundle] [--port N] [--host H] [--token T] [options]
   vikdf <command> --help      that command's usage and options
 ${BUNDLE}
 ${EXIT_CODES}`;
@@ -69,6 +82,9 @@ const OPTIONS = {
   device: { type: 'string', multiple: true },
   variant: { type: 'string' },
   precision: { type: 'string' },
+  port: { type: 'string' },
+  host: { type: 'string' },
+  token: { type: 'string' },
   'max-new-tokens': { type: 'string' },
   beams: { type: 'string' },
   greedy: { type: 'boolean' },
@@ -115,16 +131,26 @@ function generationOptions(values: Values): GenerationOptions {
   return o;
 }
 
-async function load(bundle: string | undefined, values: Values): Promise<Engine> {
+function engineOptions(values: Values): EngineOptions {
   if (values.verbose) process.env.VIKDF_DEBUG = '1'; // the provider probe's details on stderr
   const devices = values.device as Device[] | undefined;
-  const engine = await Engine.load(bundle, {
+  return {
     ...(devices ? { devices } : {}),
     ...(values.variant ? { variant: values.variant } : {}),
     ...(values.precision ? { precision: values.precision as Precision } : {}),
-  });
+  };
+}
+
+async function load(bundle: string | undefined, values: Values): Promise<Engine> {
+  const engine = await Engine.load(bundle, engineOptions(values));
   process.stderr.write(`[vikdf] ${describeProvider(engine.manifest.name, engine.provider)}\n`);
   return engine;
+}
+
+async function serve(bundle: string | undefined, values: Values): Promise<void> {
+  const port = values.port === undefined ? 8787 : Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`--port must be a port number (0-65535), got "${values.port}"`);
+  await serveUntilStopped({ bundle, host: values.host ?? '127.0.0.1', port, token: values.token, engineOptions: engineOptions(values) });
 }
 
 async function generate(bundle: string | undefined, values: Values): Promise<void> {
@@ -227,7 +253,7 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
     process.stdout.write(`${usage}\n`);
     return 0;
   }
-  const commands: Record<string, (b: string | undefined, v: Values) => Promise<void>> = { chat, generate, inspect };
+  const commands: Record<string, (b: string | undefined, v: Values) => Promise<void>> = { chat, generate, inspect, serve };
   const run = commands[command];
   if (!run) {
     process.stderr.write(`vikdf: unknown command "${command}"\n${USAGE}\n`);
@@ -241,6 +267,9 @@ export async function main(argv = process.argv.slice(2)): Promise<number> {
   try {
     if (rest.length > 1) throw new UsageError(`takes at most one bundle, got ${rest.length} arguments: ${rest.map((a) => JSON.stringify(a)).join(' ')}`);
     if (parsed.values.context?.length && command !== 'generate') throw new UsageError('--context is an option of generate only');
+    for (const option of ['port', 'host', 'token'] as const) {
+      if (parsed.values[option] !== undefined && command !== 'serve') throw new UsageError(`--${option} is an option of serve only`);
+    }
     generationOptions(parsed.values); // bad numbers are usage errors, found before the model loads
     await run(rest[0], parsed.values);
     return 0;

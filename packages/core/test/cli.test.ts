@@ -2,6 +2,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -85,20 +86,38 @@ describe('vikdf CLI (built)', () => {
   });
 
   it('--help of each command prints its own usage, the default model and the exit codes, and exits 0', async () => {
-    for (const command of ['chat', 'generate', 'inspect']) {
+    const commands = ['chat', 'generate', 'inspect', 'serve'];
+    for (const command of commands) {
       for (const args of [[command, '--help'], [command, '-h'], ['help', command]]) {
         const out = await vikdf(...args);
         expect(out.code, args.join(' ')).toBe(0);
         expect(out.stdout).toMatch(new RegExp(`^usage: vikdf ${command} \\[bundle\\]`));
         expect(out.stdout).toMatch(/@vikdf\/model-mini/);
         expect(out.stdout).toMatch(/exit codes: 0 ok, 1 runtime failure .*, 2 bad usage/);
-        for (const other of ['chat', 'generate', 'inspect'].filter((c) => c !== command)) expect(out.stdout).not.toMatch(`vikdf ${other}`);
+        for (const other of commands.filter((c) => c !== command)) expect(out.stdout).not.toMatch(`vikdf ${other}`);
       }
     }
     expect((await vikdf('generate', '--help')).stdout).toMatch(/--context TEXT/);
     const general = await vikdf('--help');
     expect(general.code).toBe(0);
-    expect(general.stdout).toMatch(/vikdf chat \[bundle\][\s\S]*vikdf generate \[bundle\][\s\S]*vikdf inspect \[bundle\]/);
+    expect(general.stdout).toMatch(/vikdf chat \[bundle\][\s\S]*vikdf generate \[bundle\][\s\S]*vikdf inspect \[bundle\][\s\S]*vikdf serve \[bundle\]/);
+    expect((await vikdf('serve', '--help')).stdout).toMatch(/--port N[\s\S]*--host H[\s\S]*--token T/);
+  });
+
+  it('serve says which package it needs when @vikdf/websocket cannot be found; its options belong to it alone', async () => {
+    // Run from a folder outside the workspace, without the NODE_PATH that `pnpm exec` sets (it points into pnpm's
+    // store, where every workspace package is): neither core's location nor the folder has @vikdf/websocket.
+    // (With the package installed, test/packaging.test.ts serves the page through the installed bin.)
+    const env = { ...process.env, NODE_PATH: '' };
+    const out = await run(process.execPath, [cli, 'serve', bundle, '--port', '0'], { cwd: tmpdir(), env, timeout: 20_000 }).catch((e) => e);
+    expect(out.code).toBe(1);
+    expect(out.stderr).toMatch(/vikdf serve: needs the package @vikdf\/websocket beside @vikdf\/core \(npm i @vikdf\/websocket\)/);
+    const misplaced = await vikdf('inspect', bundle, '--port', '1');
+    expect(misplaced.code).toBe(2);
+    expect(misplaced.stderr).toMatch(/--port is an option of serve only/);
+    const badPort = await vikdf('serve', bundle, '--port', 'eighty');
+    expect(badPort.code).toBe(2);
+    expect(badPort.stderr).toMatch(/--port must be a port number \(0-65535\), got "eighty"/);
   });
 
   it('without a bundle, generate, inspect and chat use the default model, as Engine.load() does', async () => {
