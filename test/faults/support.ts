@@ -6,12 +6,11 @@ import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { repoRoot, tinyBundle, upgradeRequest } from '@vikdf/test-support';
 
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const tinyBundle = path.join(repoRoot, 'test/fixtures/tiny-random');
+export { repoRoot, tinyBundle };
 export const serverScript = path.join(repoRoot, 'test/faults/ws-server.mjs');
 
 // The repository root has no dependencies of its own: `ws` comes from the package that uses it.
@@ -258,7 +257,7 @@ export class NonReader {
   }
 
   static async open(url: string): Promise<NonReader> {
-    const { hostname, port, pathname } = new URL(url);
+    const { hostname, port } = new URL(url);
     const socket = net.connect(Number(port), hostname);
     socket.on('error', () => undefined);
     await new Promise<void>((resolve, reject) => {
@@ -266,18 +265,7 @@ export class NonReader {
       socket.once('error', reject);
     });
     socket.pause(); // never consume what arrives
-    socket.write(
-      [
-        `GET ${pathname} HTTP/1.1`,
-        `Host: ${hostname}:${port}`,
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
-        'Sec-WebSocket-Version: 13',
-        '',
-        '',
-      ].join('\r\n'),
-    );
+    socket.write(upgradeRequest(url));
     return new NonReader(socket);
   }
 

@@ -25,15 +25,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vikdf.gguf_import import import_gguf, load_frozen_llama  # noqa: E402
-from vikdf.tokenizer_parity import PARITY_CHATS, PARITY_CORPUS, render_chat  # noqa: E402
+from vikdf.tokenizer_parity import CHECK_PROMPTS, PARITY_CHATS, PARITY_CORPUS, render_chat  # noqa: E402
 
-PROMPTS = [
-    [{"role": "user", "content": "What do you think about cats?"}],
-    [{"role": "user", "content": "Can you recommend a book?"}],
-    [{"role": "user", "content": "Hi! How are you today?"}, {"role": "assistant", "content": "I'm great, thanks."},
-     {"role": "user", "content": "What's 12 + 30?"}],
-    [{"role": "system", "content": "You are a friendly bot."}, {"role": "user", "content": "Tell me about Zürich 🇨🇭."}],
-]
+PROMPTS = CHECK_PROMPTS
 
 
 def main() -> int:

@@ -26,14 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vikdf.export import export_decoder_graph, export_embed_graph  # noqa: E402
 from vikdf.gguf_import import import_gguf, load_frozen_llama  # noqa: E402
 from vikdf.gguf_onnx import HEAD_MODES, quantize_decoder_file, quantize_embed_file  # noqa: E402
-from vikdf.tokenizer_parity import render_chat  # noqa: E402
+from vikdf.tokenizer_parity import CHECK_PROMPTS, render_chat  # noqa: E402
 
-PROMPTS = [
-    [{"role": "user", "content": "What do you think about cats?"}],
-    [{"role": "user", "content": "Can you recommend a book?"}],
-    [{"role": "user", "content": "Hi! How are you today?"}, {"role": "assistant", "content": "I'm great, thanks."},
-     {"role": "user", "content": "What's 12 + 30?"}],
-]
+PROMPTS = CHECK_PROMPTS[:3]  # the figures in docs/training.md were measured on these three
 
 
 def session(path: Path, threads: int):

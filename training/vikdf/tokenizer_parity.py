@@ -41,6 +41,15 @@ PARITY_CHATS = [
     [{"role": "system", "content": "You are a friendly bot."}, {"role": "user", "content": "  spaces  "}],
 ]
 
+# What the real-model checks (training/scripts/check_smollm2_*.py) ask SmolLM2: everyday chat, numbers, a persona.
+CHECK_PROMPTS = [
+    [{"role": "user", "content": "What do you think about cats?"}],
+    [{"role": "user", "content": "Can you recommend a book?"}],
+    [{"role": "user", "content": "Hi! How are you today?"}, {"role": "assistant", "content": "I'm great, thanks."},
+     {"role": "user", "content": "What's 12 + 30?"}],
+    [{"role": "system", "content": "You are a friendly bot."}, {"role": "user", "content": "Tell me about Zürich 🇨🇭."}],
+]
+
 
 def render_chat(template: str, messages: list[dict], add_generation_prompt: bool = True) -> str:
     import jinja2

@@ -2,4 +2,5 @@
 // that runs on a fresh machine without root. Every package's tests import these instead of computing paths.
 export { fixturesDir, repoRoot, tinyBundle, tinyGolden, tinyGoldenPath, type TinyGolden, type TinyGoldenRow } from './fixtures.js';
 export { decidedIds, decidedSteps } from './near-ties.js';
+export { upgradeRequest } from './raw-websocket.js';
 export { launchBrowser, BROWSER_FLAGS, type Browser, type Page } from './browser.js';

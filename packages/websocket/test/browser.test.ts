@@ -3,57 +3,28 @@
 // root, no apt): it loads, shows the model and the device, streams a reply, stops one, resets, and signs in
 // with a token. No silent skip: when the browser cannot start, every test here fails and says why.
 import type { Engine } from '@vikdf/core';
-import { launchBrowser, type Browser, type Page } from '@vikdf/test-support';
+import type { Page } from '@vikdf/test-support';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerOptions } from '../src/index.js';
-import { closeAll, loadEngine, startServer } from './helpers.js';
+import { closeAll, loadEngine, startServer, useChatPages, type ChatPage } from './helpers.js';
 
 let engine: Engine;
-let browser: Browser | undefined;
-let launchError: Error | undefined;
-
 beforeAll(async () => {
   engine = await loadEngine();
-  try {
-    browser = await launchBrowser();
-  } catch (err) {
-    launchError = err as Error;
-  }
-}, 90_000);
-
-const pages: Page[] = [];
+});
+const pages = useChatPages();
 afterEach(async () => {
-  await Promise.all(pages.splice(0).map((p) => p.context().close()));
   await closeAll();
 });
 afterAll(async () => {
-  await browser?.close();
   await engine.close();
 });
 
-interface Opened {
-  page: Page;
-  /** Frames the page received over its WebSocket. */
-  frames: Record<string, unknown>[];
-  /** Uncaught errors and console errors (a CSP violation shows up here). */
-  problems: string[];
-}
-
-async function open(options: Omit<ServerOptions, 'engine'>): Promise<Opened> {
-  if (!browser) throw launchError ?? new Error('no browser');
+async function open(options: Omit<ServerOptions, 'engine'>): Promise<ChatPage> {
+  const opened = await pages.newPage();
   const server = await startServer({ engine, ...options });
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  pages.push(page);
-  const frames: Record<string, unknown>[] = [];
-  const problems: string[] = [];
-  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') problems.push(`console: ${msg.text()}`);
-  });
-  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => frames.push(JSON.parse(String(payload)))));
-  await page.goto(server.url);
-  return { page, frames, problems };
+  await opened.page.goto(server.url);
+  return opened;
 }
 
 const text = (page: Page, selector: string) => page.locator(selector).textContent({ timeout: 15_000 });

@@ -8,7 +8,7 @@ import { Engine } from '@vikdf/core';
 import { afterAll, afterEach, beforeAll } from 'vitest';
 import { WebSocket, type ClientOptions as WsOptions } from 'ws';
 import { createServer, type ChatEngine, type ServerFrame, type ServerOptions, type VikdfServer } from '../src/index.js';
-import { repoRoot, tinyBundle } from '@vikdf/test-support';
+import { launchBrowser, repoRoot, tinyBundle, upgradeRequest, type Browser, type Page } from '@vikdf/test-support';
 
 export { repoRoot };
 export const bundle = tinyBundle;
@@ -232,7 +232,7 @@ export class TcpClient {
 
   /** Connects and upgrades, then stops reading before anything the server sends after the upgrade is read. */
   static async open(wsUrl: string, headers: Record<string, string> = {}): Promise<TcpClient> {
-    const { hostname, port, pathname } = new URL(wsUrl);
+    const { hostname, port } = new URL(wsUrl);
     const socket = net.connect(Number(port), hostname);
     const client = new TcpClient(socket);
     tcpClients.add(client);
@@ -240,19 +240,7 @@ export class TcpClient {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    socket.write(
-      [
-        `GET ${pathname} HTTP/1.1`,
-        `Host: ${hostname}:${port}`,
-        'Upgrade: websocket',
-        'Connection: Upgrade',
-        `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}`,
-        'Sec-WebSocket-Version: 13',
-        ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
-        '',
-        '',
-      ].join('\r\n'),
-    );
+    socket.write(upgradeRequest(wsUrl, headers));
     return client;
   }
 
@@ -364,3 +352,50 @@ export async function tcpProxy(target = 0): Promise<TcpProxy> {
 }
 
 const proxies = new Set<{ close(): Promise<void> }>();
+
+/** A page in headless Chromium, with the frames its WebSockets received and the errors it logged. */
+export interface ChatPage {
+  page: Page;
+  frames: Record<string, unknown>[];
+  /** Uncaught errors and console errors (a CSP violation shows up here). */
+  problems: string[];
+}
+
+/**
+ * One browser for the test file (launched before its tests; every test fails with the reason when it cannot
+ * start, none is skipped), and fresh pages whose contexts are closed after each test. Console errors matching
+ * `expectedConsoleErrors` (e.g. a connection the test cut on purpose) are not counted as problems.
+ */
+export function useChatPages(expectedConsoleErrors?: RegExp): { newPage(): Promise<ChatPage> } {
+  let browser: Browser | undefined;
+  let launchError: Error | undefined;
+  const pages: Page[] = [];
+  beforeAll(async () => {
+    try {
+      browser = await launchBrowser();
+    } catch (err) {
+      launchError = err as Error;
+    }
+  }, 90_000);
+  afterEach(async () => {
+    await Promise.all(pages.splice(0).map((p) => p.context().close()));
+  });
+  afterAll(async () => {
+    await browser?.close();
+  });
+  return {
+    async newPage() {
+      if (!browser) throw launchError ?? new Error('no browser');
+      const page = await (await browser.newContext()).newPage();
+      pages.push(page);
+      const frames: Record<string, unknown>[] = [];
+      const problems: string[] = [];
+      page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+      page.on('console', (msg) => {
+        if (msg.type() === 'error' && !expectedConsoleErrors?.test(msg.text())) problems.push(`console: ${msg.text()}`);
+      });
+      page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => frames.push(JSON.parse(String(payload)) as Record<string, unknown>)));
+      return { page, frames, problems };
+    },
+  };
+}

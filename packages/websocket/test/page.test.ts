@@ -1,35 +1,16 @@
 /// <reference lib="dom" />
-// The chat page's resumable conversation in headless Chromium (launchBrowser from @vikdf/test-support): the
+// The chat page's resumable conversation in headless Chromium (useChatPages in ./helpers.ts): the
 // token kept in sessionStorage, the conversation restored after a reload and resumed after a dropped connection,
 // and plain words when a reply was lost or the history could not be resumed. The page is reached through a TCP
 // proxy, so that a test can cut the connection as a network failure or a killed server would.
-import { launchBrowser } from '@vikdf/test-support';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Page } from '@vikdf/test-support';
+import { describe, expect, it } from 'vitest';
 import type { VikdfServer } from '../src/index.js';
-import { tcpProxy, withTinyEngine, type TcpProxy } from './helpers.js';
-
-type Browser = Awaited<ReturnType<typeof launchBrowser>>;
-type Page = Awaited<ReturnType<Browser['newPage']>>;
+import { tcpProxy, useChatPages, withTinyEngine, type TcpProxy } from './helpers.js';
 
 const tiny = withTinyEngine();
-let browser: Browser | undefined;
-let launchError: Error | undefined;
-
-beforeAll(async () => {
-  try {
-    browser = await launchBrowser();
-  } catch (err) {
-    launchError = err as Error;
-  }
-}, 90_000);
-
-const pages: Page[] = [];
-afterEach(async () => {
-  await Promise.all(pages.splice(0).map((p) => p.context().close()));
-});
-afterAll(async () => {
-  await browser?.close();
-});
+// The tests cut connections on purpose: Chromium's errors about those are expected, not problems.
+const pages = useChatPages(/WebSocket connection .* failed|ERR_CONNECTION/);
 
 interface Opened {
   page: Page;
@@ -43,7 +24,6 @@ interface Opened {
 
 /** The page of a server on the tiny engine, reached through a proxy (the server answers the proxy's address too). */
 async function open(defaults: object = { numBeams: 1, maxNewTokens: 8 }): Promise<Opened> {
-  if (!browser) throw launchError ?? new Error('no browser');
   const proxy = await tcpProxy();
   const serve = async (port = 0) => {
     const s = await tiny.serve({ port, defaults, allowedHosts: [`127.0.0.1:${proxy.port}`] });
@@ -51,23 +31,9 @@ async function open(defaults: object = { numBeams: 1, maxNewTokens: 8 }): Promis
     return s;
   };
   const server = await serve();
-  const { page, frames, problems } = await newPage();
+  const { page, frames, problems } = await pages.newPage();
   await page.goto(`http://127.0.0.1:${proxy.port}/`);
   return { page, server, frames, problems, proxy, serve };
-}
-
-async function newPage(): Promise<{ page: Page; frames: Record<string, unknown>[]; problems: string[] }> {
-  const context = await browser!.newContext();
-  const page = await context.newPage();
-  pages.push(page);
-  const frames: Record<string, unknown>[] = [];
-  const problems: string[] = [];
-  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-  page.on('console', (msg) => {
-    if (msg.type() === 'error' && !/WebSocket connection .* failed|ERR_CONNECTION/.test(msg.text())) problems.push(`console: ${msg.text()}`);
-  });
-  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => frames.push(JSON.parse(String(payload)) as Record<string, unknown>)));
-  return { page, frames, problems };
 }
 
 async function waitForStatus(page: Page, status: string | RegExp): Promise<void> {
